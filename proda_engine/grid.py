@@ -88,7 +88,10 @@ class Grid:
         if key not in self._cache:
             lo = np.clip(self.z_top, top, b)
             hi = np.clip(self.z_interface, top, b)
-            self._cache[key] = (hi - lo) / self.dz
+            frac = (hi - lo) / self.dz
+            # Layers fully inside count exactly 1 (no round-off from differencing depths).
+            inside = (self.z_top >= top - 1e-12) & (self.z_interface <= b + 1e-12)
+            self._cache[key] = np.where(inside, 1.0, frac)
         return self._cache[key]
 
 

@@ -1,0 +1,137 @@
+"""Outputs and bulk diagnostics of a steady state (spec §(i), §(j), §(q) item 1).
+
+All functions take a :class:`~proda_engine.physics.model.SteadyState` (torch tensors, cells last)
+and return (C,) tensors unless stated. Units: stocks g C m-2, fluxes g C m-2 yr-1, times yr.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from proda_engine.grid import DEPTH_INTERVALS, Grid
+from proda_engine.physics.forcing import Forcing
+from proda_engine.physics.inputs import input_profile
+from proda_engine.physics.model import SteadyState
+from proda_engine.physics.operator import _mix
+from proda_engine.physics.scalars import diagnostic_modifier
+from proda_engine.physics.transfer import (
+    F_L1S1, F_L2S1, F_L3S2, F_S1S2, F_S1S3, F_S2S1, F_S2S3, F_S3S1,
+    TAU_NAMES, respiration_fractions,
+)
+
+DAYS = 365.0
+
+
+def _dz(grid: Grid, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(grid.dz, dtype=like.dtype, device=like.device)[:, None]
+
+
+def layer_stock(soc: torch.Tensor, grid: Grid, top: float = 0.0, bottom: float | None = None) -> torch.Tensor:
+    """Stock in [top, bottom] m by the partial-layer rule: sum_j SOC_j dz_j w_j, g C m-2.
+
+    ``soc`` (L, C) in g C m-3. ``bottom=None`` is the whole profile (0-8.6 m on clm5_20).
+    """
+    w = torch.as_tensor(grid.interval_weights(top, bottom), dtype=soc.dtype, device=soc.device)[:, None]
+    return (soc * _dz(grid, soc) * w).sum(0)
+
+
+def stocks(res: SteadyState, intervals: dict[str, tuple[float, float | None]] | None = None) -> dict[str, torch.Tensor]:
+    """SOC stocks (S1+S2+S3) for the standard depth intervals, g C m-2 each (C,)."""
+    intervals = intervals or DEPTH_INTERVALS
+    soc = res.soc
+    return {name: layer_stock(soc, res.grid, top, bottom) for name, (top, bottom) in intervals.items()}
+
+
+def total_input(forcing: Forcing) -> torch.Tensor:
+    """Plant carbon input C_in = sum of the four annual inputs, g C m-2 yr-1 (the `NPP` diagnostic)."""
+    return forcing.inputs.sum(0)
+
+
+def turnover(res: SteadyState, forcing: Forcing, top: float = 0.0, bottom: float | None = None) -> torch.Tensor:
+    """Bulk turnover (residence) time tau = S / C_in, yr, for a depth interval (default whole profile).
+
+    Equal to solving with inputs normalised by C_in (the system is linear in the inputs).
+    """
+    return layer_stock(res.soc, res.grid, top, bottom) / total_input(forcing)
+
+
+def respiration(res: SteadyState) -> torch.Tensor:
+    """Heterotrophic respiration sum_{p,j} r_p k_pj X_pj dz_j * 365, g C m-2 yr-1."""
+    r = respiration_fractions(res.operator.frac)  # (7, Lf, C)
+    flux = r * res.operator.k * res.pools
+    return (flux * _dz(res.grid, flux)[None]).sum((0, 1)) * DAYS
+
+
+def transport_outflow(res: SteadyState) -> torch.Tensor:
+    """Net carbon leaving the column through transport, sum_j dz_j (V X)_j * 365, g C m-2 yr-1.
+
+    Zero (round-off) with the conservative closure; the bedrock sink with the legacy closure.
+    """
+    op = res.operator
+    vx = _mix(res.pools[1:], op.lo, op.up)
+    return (vx * _dz(res.grid, vx)[None]).sum((0, 1)) * DAYS
+
+
+def mass_balance_residual(res: SteadyState, forcing: Forcing) -> torch.Tensor:
+    """Relative residual (C_in - respiration - transport outflow) / C_in, unitless (spec §(q) item 1)."""
+    cin = total_input(forcing)
+    return (cin - respiration(res) - transport_outflow(res)) / cin
+
+
+def apparent_beta(forcing: Forcing, grid: Grid, beta: torch.Tensor) -> torch.Tensor:
+    """Input-allocation diagnostic I_bar = mean_{j: C_j<1} (1 - C_j)^(1/(100 z_j)) (spec §(j) item 2).
+
+    C_j is the cumulative input fraction to the bottom of layer j; z_j the node depth (m). Cells with
+    all input in the top layer (permafrost) have no qualifying layer and get NaN.
+    """
+    phi = input_profile(forcing, grid, beta)
+    cum = torch.cumsum(phi, 0)
+    z = torch.as_tensor(grid.z_node, dtype=phi.dtype, device=phi.device)[:, None]
+    use = cum < 1.0 - 1e-12
+    val = torch.clamp(1.0 - cum, min=1e-300) ** (1.0 / (100.0 * z))
+    n = use.sum(0)
+    out = torch.where(use, val, torch.zeros_like(val)).sum(0) / n.clamp(min=1)
+    return torch.where(n > 0, out, torch.full_like(out, float("nan")))
+
+
+def bulk_diagnostics(res: SteadyState, forcing: Forcing) -> dict[str, torch.Tensor]:
+    """The bulk processes of spec §(j): NPP, I, K, Xi, A (CUE), V, plus turnover and stocks.
+
+    Returns a dict of (C,) tensors:
+        ``input`` C_in (g C m-2 yr-1); ``allocation`` apparent beta (1); ``decomposition`` stock-weighted
+        baseline SOC rate K_bar (yr-1); ``environment`` stock-weighted <xi_T><xi_W>xi_D (1); ``cue``
+        flux-weighted microbial CUE (1); ``transport`` stock-weighted 365 diag(V) (yr-1);
+        ``turnover`` S/C_in (yr); ``stock`` whole-profile SOC (g C m-2).
+    """
+    p, grid = res.params, res.grid
+    X = res.pools
+    dz = _dz(grid, X)
+    soc_layer = res.soc * dz  # (L, C) g C m-2 per layer
+    stock = soc_layer.sum(0)
+    w = soc_layer / stock[None]
+    # K: stock-weighted mean baseline rate of the SOC pools
+    S = (X[4:7] * dz[None]).sum(1)  # (3, C)
+    tau = torch.stack([p["tau4s1"], p["tau4s2"], p["tau4s3"]])
+    kbar = ((1.0 / tau) * S).sum(0) / S.sum(0)
+    # Xi and CUE use xi_hat = <xi_T><xi_W> xi_D (no O, no N)
+    xhat = diagnostic_modifier(forcing, grid, p["q10"], p["wscaling"], p["efolding"])
+    env = (w * xhat).sum(0)
+    f = res.operator.frac
+    eff = torch.stack([f[F_L1S1], f[F_L2S1], f[F_L3S2], f[F_S1S2] + f[F_S1S3], f[F_S2S1] + f[F_S2S3],
+                       f[F_S3S1]])  # (6, Lf, C)
+    taus = torch.stack([p[n] for n in TAU_NAMES[1:]])  # L1, L2, L3(=L2), S1, S2, S3
+    flux = X[1:] / taus[:, None, :] * xhat[None] * dz[None]  # (6, L, C) approximate decomposition flux
+    cue = (eff * flux).sum((0, 1)) / flux.sum((0, 1))
+    vdiag = (res.operator.lo + res.operator.up) * DAYS
+    trans = (w * vdiag).sum(0)
+    cin = total_input(forcing)
+    return {
+        "input": cin,
+        "allocation": apparent_beta(forcing, grid, p["beta"]),
+        "decomposition": kbar,
+        "environment": env,
+        "cue": cue,
+        "transport": trans,
+        "turnover": stock / cin,
+        "stock": stock,
+    }

@@ -1,0 +1,118 @@
+"""The steady-state operator in structured form, never as a dense 7L x 7L matrix.
+
+The model (spec §(b)) is dX/dt = I + A xi K X - V X. Its steady state solves G X = b with
+
+    G = -(A K_xi - V)   (positive diagonal; a column-diagonally-dominant M-matrix),   b = I.
+
+:class:`Operator` holds G's pieces, cells last:
+
+* ``k``    (7, L, C)  month-mean effective decay rate k_p xi_D,j <xi_T xi_W xi_O (xi_N)>, d-1
+* ``frac`` (9, Lf, C) transfer fractions in :data:`~proda_engine.physics.transfer.FRACTION_NAMES` order
+* ``lo``   (L, C)     g-_j / dz_j, coupling to the layer above, d-1 (lo_1 = 0)
+* ``up``   (L, C)     g+_j / dz_j, coupling to the layer below, d-1 (up_N = 0)
+* ``src``  (4, L, C)  inputs to CWD, L1, L2, L3, g C m-3 d-1
+
+so that for a non-CWD pool p in layer j
+
+    (G X)_{p,j} = k_pj X_pj - sum_d f_{d->p} k_dj X_dj + (lo_j + up_j) X_pj - lo_j X_p,j-1 - up_j X_p,j+1
+
+and for CWD (no transport) (G X)_{0,j} = k_0j X_0j.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from proda_engine.grid import Grid
+from proda_engine.physics.forcing import Forcing
+from proda_engine.physics.inputs import input_profile, source_vector
+from proda_engine.physics.scalars import month_mean_modifiers, xi_depth
+from proda_engine.physics.transfer import (
+    F_CWDL2, F_L1S1, F_L2S1, F_L3S2, F_S1S2, F_S1S3, F_S2S1, F_S2S3, F_S3S1,
+    base_rates, fraction_tensor,
+)
+from proda_engine.physics.transport import transport_coefficients
+
+
+@dataclass
+class Operator:
+    """Structured pieces of G = -(A K_xi - V) and the source b (see module docstring)."""
+
+    k: torch.Tensor
+    frac: torch.Tensor
+    lo: torch.Tensor
+    up: torch.Tensor
+    src: torch.Tensor
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.k.shape[1])
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.k.shape[2])
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.k, self.frac, self.lo, self.up, self.src)
+
+
+def assemble(params: dict[str, torch.Tensor], forcing: Forcing, grid: Grid,
+             closure: str = "conservative", *, modifiers: tuple[torch.Tensor, torch.Tensor] | None = None,
+             depth_scalar: torch.Tensor | None = None, phi: torch.Tensor | None = None) -> Operator:
+    """Build the structured operator from physical parameters (each (C,), or (L, C) for fractions).
+
+    Differentiable in every parameter and in the inputs. ``modifiers`` (the two month means of
+    :func:`~proda_engine.physics.scalars.month_mean_modifiers`), ``depth_scalar`` (L, C) and ``phi``
+    (input profile, L, C) may be passed in when cached by the caller (the what-if path).
+    """
+    L = grid.n_layers
+    if forcing.n_layers != L:
+        raise ValueError(f"forcing has {forcing.n_layers} layers but grid {grid.name!r} has {L}")
+    m_soil, m_litter = modifiers if modifiers is not None else month_mean_modifiers(
+        forcing, params["q10"], params["wscaling"])
+    xd = depth_scalar if depth_scalar is not None else xi_depth(grid, params["efolding"])
+    k0 = base_rates(params)  # (7, C)
+    env = torch.stack([m_soil, m_litter, m_litter, m_litter, m_soil, m_soil, m_soil]) * xd[None]
+    k = k0[:, None, :] * env
+    frac = fraction_tensor(params, L)
+    lo, up = transport_coefficients(forcing, grid, closure).rates(params["diffus"], params["cryo"])
+    prof = phi if phi is not None else input_profile(forcing, grid, params["beta"])
+    src = source_vector(forcing.inputs, prof, grid)
+    return Operator(k=k, frac=frac, lo=lo, up=up, src=src)
+
+
+def _mix(X: torch.Tensor, lo: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """(V X) for stacked pools X (P, L, C): (lo+up) X_j - lo X_{j-1} - up X_{j+1} (lo_1 = up_N = 0)."""
+    zero = torch.zeros_like(X[:, :1])
+    above = torch.cat([zero, X[:, :-1]], 1)
+    below = torch.cat([X[:, 1:], zero], 1)
+    return (lo + up) * X - lo * above - up * below
+
+
+def apply_operator(op: Operator, X: torch.Tensor) -> torch.Tensor:
+    """Matrix-free product G X, (7, L, C). Differentiable in ``op`` and ``X``.
+
+    Used for residual checks, the adjoint gradient (lambda^T G X) and transient stepping.
+    """
+    k, f = op.k, op.frac
+    F = k * X  # decay flux per pool, g C m-3 d-1
+    recv = torch.stack([
+        torch.zeros_like(F[0]),
+        torch.zeros_like(F[0]),
+        f[F_CWDL2] * F[0],
+        (1 - f[F_CWDL2]) * F[0],
+        f[F_L1S1] * F[1] + f[F_L2S1] * F[2] + f[F_S2S1] * F[5] + f[F_S3S1] * F[6],
+        f[F_L3S2] * F[3] + f[F_S1S2] * F[4],
+        f[F_S1S3] * F[4] + f[F_S2S3] * F[5],
+    ])
+    out = F - recv
+    mixed = _mix(X[1:], op.lo, op.up)
+    return torch.cat([out[:1], out[1:] + mixed], 0)
+
+
+def rhs(op: Operator) -> torch.Tensor:
+    """The right-hand side b = I as (7, L, C): inputs in CWD and litter, zero in SOC pools."""
+    z = torch.zeros_like(op.src[:3])
+    return torch.cat([op.src, z], 0)
