@@ -6,8 +6,8 @@ The physics takes tensors and a grid; it never opens a file.
 from proda_engine.physics.forcing import Forcing
 from proda_engine.physics.model import (
     NumpySteadyState,
-    SteadyState,
     Status,
+    SteadyState,
     default_params,
     params_from_theta,
     solve_theta,
@@ -22,8 +22,8 @@ __all__ = [
     "Forcing",
     "NumpySteadyState",
     "Operator",
-    "SteadyState",
     "Status",
+    "SteadyState",
     "apply_operator",
     "assemble",
     "default_params",

@@ -15,8 +15,16 @@ from proda_engine.physics.model import SteadyState
 from proda_engine.physics.operator import _mix
 from proda_engine.physics.scalars import diagnostic_modifier
 from proda_engine.physics.transfer import (
-    F_L1S1, F_L2S1, F_L3S2, F_S1S2, F_S1S3, F_S2S1, F_S2S3, F_S3S1,
-    TAU_NAMES, respiration_fractions,
+    F_L1S1,
+    F_L2S1,
+    F_L3S2,
+    F_S1S2,
+    F_S1S3,
+    F_S2S1,
+    F_S2S3,
+    F_S3S1,
+    TAU_NAMES,
+    respiration_fractions,
 )
 
 DAYS = 365.0

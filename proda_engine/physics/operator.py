@@ -30,8 +30,17 @@ from proda_engine.physics.forcing import Forcing
 from proda_engine.physics.inputs import input_profile, source_vector
 from proda_engine.physics.scalars import month_mean_modifiers, xi_depth
 from proda_engine.physics.transfer import (
-    F_CWDL2, F_L1S1, F_L2S1, F_L3S2, F_S1S2, F_S1S3, F_S2S1, F_S2S3, F_S3S1,
-    base_rates, fraction_tensor,
+    F_CWDL2,
+    F_L1S1,
+    F_L2S1,
+    F_L3S2,
+    F_S1S2,
+    F_S1S3,
+    F_S2S1,
+    F_S2S3,
+    F_S3S1,
+    base_rates,
+    fraction_tensor,
 )
 from proda_engine.physics.transport import transport_coefficients
 

@@ -59,38 +59,78 @@ def month_mean_modifiers(
         m_soil   = 1/12 sum_m xi_T xi_W xi_O           (CWD and SOC pools)
         m_litter = 1/12 sum_m xi_T xi_W xi_O xi_N      (L1, L2, L3: N limitation on litter only)
 
-    A mean of products, not a product of means; every month weighs 1/12. Without gradients a fused
-    compiled kernel does it in one pass (the what-if path re-runs this whenever Q10 or w_s change).
+    A mean of products, not a product of means; every month weighs 1/12. On the CPU a fused
+    compiled kernel computes both means (and, when gradients are needed, their derivatives with
+    respect to ln Q10 and w_s) in one pass, so no (12, L, C) graph is ever built.
     """
+    if forcing.device.type != "cpu":
+        return _month_means_torch(forcing, q10, wscaling)
     needs_grad = torch.is_grad_enabled() and (q10.requires_grad or wscaling.requires_grad)
-    if forcing.device.type == "cpu" and not needs_grad:
-        ms = np.empty(forcing.tsoi.shape[1:], dtype=np.float64)
-        ml = np.empty_like(ms)
-        _nb_month_means(*(np.ascontiguousarray(t.detach().numpy(), dtype=np.float64) for t in
-                          (forcing.tsoi, forcing.w_scalar, forcing.o_scalar, forcing.fpi,
-                           torch.log(q10.detach()), wscaling.detach())), ms, ml)
-        return (torch.as_tensor(ms, dtype=forcing.dtype), torch.as_tensor(ml, dtype=forcing.dtype))
+    if needs_grad:
+        return _MonthMeans.apply(torch.log(q10), wscaling, forcing)
+    ms, ml, _ = _month_means_numpy(forcing, torch.log(q10.detach()), wscaling.detach(), False)
+    return ms, ml
+
+
+def _month_means_torch(forcing: Forcing, q10: torch.Tensor,
+                       wscaling: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     prod = xi_temperature(forcing.tsoi, q10) * xi_water(forcing.w_scalar, wscaling) * forcing.o_scalar
     return prod.mean(0), (prod * forcing.fpi).mean(0)
 
 
+def _month_means_numpy(forcing: Forcing, lnq: torch.Tensor, ws: torch.Tensor, deriv: bool):
+    arrs = [np.ascontiguousarray(t.detach().numpy(), dtype=np.float64) for t in
+            (forcing.tsoi, forcing.w_scalar, forcing.o_scalar, forcing.fpi, lnq, ws)]
+    out = np.empty((6 if deriv else 2, *forcing.tsoi.shape[1:]))
+    _nb_month_means(*arrs, out, deriv)
+    t = torch.as_tensor(out, dtype=forcing.dtype)
+    return t[0], t[1], (t[2:] if deriv else None)
+
+
+class _MonthMeans(torch.autograd.Function):
+    """(ln Q10, w_s) -> (m_soil, m_litter) with derivatives from the same fused pass."""
+
+    @staticmethod
+    def forward(ctx, lnq, ws, forcing):
+        ms, ml, d = _month_means_numpy(forcing, lnq, ws, True)
+        ctx.save_for_backward(d)
+        return ms, ml
+
+    @staticmethod
+    def backward(ctx, gs, gl):
+        (d,) = ctx.saved_tensors  # d(ms)/dlnq, d(ml)/dlnq, d(ms)/dws, d(ml)/dws, each (L, C)
+        g_lnq = (gs * d[0] + gl * d[1]).sum(0)
+        g_ws = (gs * d[2] + gl * d[3]).sum(0)
+        return g_lnq, g_ws, None
+
+
 @numba.njit(parallel=True, cache=True)
-def _nb_month_means(tsoi, w, o, fpi, lnq, ws, out_soil, out_litter):
-    """Fused month means of xi_T xi_W xi_O (and x xi_N); cells innermost, layers in parallel."""
+def _nb_month_means(tsoi, w, o, fpi, lnq, ws, out, deriv):
+    """Fused month means of v = xi_T xi_W xi_O (and v xi_N); with ``deriv`` also
+    dv/dlnQ10 = v (T - 298.15)/10 and dv/dw_s = xi_T xi_O W [w_s W < 1]. Layers in parallel, cells innermost."""
     M, L, C = tsoi.shape
+    n_out = out.shape[0]
     for j in numba.prange(L):
-        for c in range(C):
-            out_soil[j, c] = 0.0
-            out_litter[j, c] = 0.0
+        for q in range(n_out):
+            for c in range(C):
+                out[q, j, c] = 0.0
         for m in range(M):
             for c in range(C):
-                xw = min(1.0, ws[c] * w[m, j, c])
-                v = np.exp(lnq[c] * (tsoi[m, j, c] - T_REF) / 10.0) * xw * o[m, j, c]
-                out_soil[j, c] += v
-                out_litter[j, c] += v * fpi[m, j, c]
-        for c in range(C):
-            out_soil[j, c] /= M
-            out_litter[j, c] /= M
+                e = (tsoi[m, j, c] - T_REF) / 10.0
+                wv = ws[c] * w[m, j, c]
+                xt = np.exp(lnq[c] * e) * o[m, j, c]
+                v = xt * min(1.0, wv)
+                out[0, j, c] += v
+                out[1, j, c] += v * fpi[m, j, c]
+                if deriv:
+                    out[2, j, c] += v * e
+                    out[3, j, c] += v * e * fpi[m, j, c]
+                    dw = xt * w[m, j, c] if wv < 1.0 else 0.0
+                    out[4, j, c] += dw
+                    out[5, j, c] += dw * fpi[m, j, c]
+        for q in range(n_out):
+            for c in range(C):
+                out[q, j, c] /= M
 
 
 def diagnostic_modifier(forcing: Forcing, grid: Grid, q10: torch.Tensor, wscaling: torch.Tensor,

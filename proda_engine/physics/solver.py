@@ -34,9 +34,17 @@ import numba
 import numpy as np
 import torch
 
-from proda_engine.physics.operator import Operator, apply_operator
+from proda_engine.physics.operator import Operator
 from proda_engine.physics.transfer import (
-    F_CWDL2, F_L1S1, F_L2S1, F_L3S2, F_S1S2, F_S1S3, F_S2S1, F_S2S3, F_S3S1,
+    F_CWDL2,
+    F_L1S1,
+    F_L2S1,
+    F_L3S2,
+    F_S1S2,
+    F_S1S3,
+    F_S2S1,
+    F_S2S3,
+    F_S3S1,
 )
 
 BLOCK = 256  # cells per numba block: keeps the per-layer scratch in L1/L2 cache
@@ -312,7 +320,8 @@ def _nb_solve(k, frac, lo, up, b, out, tr, block):
                 jf = j if per_layer else 0
                 for i in range(n):
                     c = c0 + i
-                    rs[0, j, i] = frac[1, jf, c] * k[1, j, c] * out[1, j, c] + frac[2, jf, c] * k[2, j, c] * out[2, j, c]
+                    rs[0, j, i] = (frac[1, jf, c] * k[1, j, c] * out[1, j, c]
+                                   + frac[2, jf, c] * k[2, j, c] * out[2, j, c])
                     rs[1, j, i] = frac[3, jf, c] * k[3, j, c] * out[3, j, c]
                     rs[2, j, i] = 0.0
             _nb_soil(k, frac, lo, up, rs, out[4:7], c0, n, False, E, Y)
@@ -385,11 +394,45 @@ def _solve_t_nograd(op: Operator, y: torch.Tensor, backend: str) -> torch.Tensor
         return solve_numba(op, transpose=True, y=y) if backend == "numba" else solve_transposed_torch(op, y)
 
 
+def _parameter_gradients(lam: torch.Tensor, X: torch.Tensor, k: torch.Tensor, frac: torch.Tensor):
+    """Gradients of L through X = G^-1 b: dL/dtheta = -lambda^T (dG/dtheta) X, written out per piece.
+
+    With F = k X (decay flux) and lambda the adjoint (7, L, C):
+      dG X/dk_p    = X_p (lambda_p - sum_r f_{p->r} lambda_r)
+      dG X/df_{d->r} = -k_d X_d lambda_r   (CWD -> L3 uses 1 - f_cwdl2, hence lambda_3 - lambda_2)
+      dG X/dlo_j   = sum_{p>0} lambda_pj (X_pj - X_p,j-1),  dG X/dup_j = sum_{p>0} lambda_pj (X_pj - X_p,j+1)
+    All elementwise on (L, C); fractions are summed over layers when they are per cell.
+    """
+    f = frac
+    F = k * X
+    l0, l1, l2, l3, l4, l5, l6 = lam
+    gk = -X * torch.stack([
+        l0 - f[F_CWDL2] * l2 - (1 - f[F_CWDL2]) * l3,
+        l1 - f[F_L1S1] * l4,
+        l2 - f[F_L2S1] * l4,
+        l3 - f[F_L3S2] * l5,
+        l4 - f[F_S1S2] * l5 - f[F_S1S3] * l6,
+        l5 - f[F_S2S1] * l4 - f[F_S2S3] * l6,
+        l6 - f[F_S3S1] * l4,
+    ])
+    gf = torch.stack([
+        F[0] * (l2 - l3), F[1] * l4, F[2] * l4, F[3] * l5, F[4] * l5, F[4] * l6, F[5] * l4, F[5] * l6,
+        F[6] * l4,
+    ])
+    if frac.shape[1] == 1:
+        gf = gf.sum(1, keepdim=True)
+    Xs, ls = X[1:], lam[1:]
+    zero = torch.zeros_like(Xs[:, :1])
+    glo = -(ls * (Xs - torch.cat([zero, Xs[:, :-1]], 1))).sum(0)
+    gup = -(ls * (Xs - torch.cat([Xs[:, 1:], zero], 1))).sum(0)
+    return gk, gf, glo, gup
+
+
 class _StructuredSteadyState(torch.autograd.Function):
     """X = G(k, frac, lo, up)^-1 b(src) with an adjoint backward pass (one transposed solve)."""
 
     @staticmethod
-    def forward(ctx, k, frac, lo, up, src, backend):  # noqa: D401
+    def forward(ctx, k, frac, lo, up, src, backend):
         X = _solve_nograd(Operator(k, frac, lo, up, src), backend)
         ctx.backend = backend
         ctx.save_for_backward(k, frac, lo, up, src, X)
@@ -405,14 +448,9 @@ class _StructuredSteadyState(torch.autograd.Function):
             lam = torch.where(ok, lam, torch.zeros_like(lam))
             X = torch.where(ok, X, torch.zeros_like(X))
         need = ctx.needs_input_grad
-        grads: list[torch.Tensor | None] = [None] * 4
-        if any(need[:4]):
-            with torch.enable_grad():
-                leaves = [t.detach().requires_grad_(bool(need[i])) for i, t in enumerate((k, frac, lo, up))]
-                r = (lam * apply_operator(Operator(*leaves, src.detach()), X)).sum()
-                wrt = [t for t in leaves if t.requires_grad]
-                got = iter(torch.autograd.grad(r, wrt))
-            grads = [-next(got) if need[i] else None for i in range(4)]
+        gk, gf, glo, gup = _parameter_gradients(lam, X, k, frac)
+        grads = [gk if need[0] else None, gf if need[1] else None, glo if need[2] else None,
+                 gup if need[3] else None]
         g_src = lam[:4] if need[4] else None
         return (*grads, g_src, None)
 

@@ -181,7 +181,8 @@ def _nb_transport(alt, nb, zi, zn, dn, dz, legacy, out):
                         out[3 + g, jj, c] += gm[g, src] / (12.0 * dz[jj])
 
 
-def transport_coefficients_reference(forcing: Forcing, grid: Grid, closure: str = "conservative") -> TransportCoefficients:
+def transport_coefficients_reference(forcing: Forcing, grid: Grid,
+                                     closure: str = "conservative") -> TransportCoefficients:
     """Readable numpy implementation of the month-averaged transport coefficients (test oracle).
 
     ``closure="conservative"`` (default): g+_j = g-_{j+1} for every j, so sum_j dz_j (V X)_j = 0.
