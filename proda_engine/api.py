@@ -9,6 +9,8 @@ The dashboard and notebooks use only this module.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Sequence
 from os import PathLike
 
@@ -18,8 +20,23 @@ import xarray as xr
 from proda_engine import __version__
 from proda_engine.grid import DEPTH_INTERVALS
 from proda_engine.parameters import GROUP_LABELS, physical_table
+from proda_engine.products.regions import KOPPEN_GROUPS, KOPPEN_LABELS, LANDCOVER_GROUPS, Region
+from proda_engine.products.whatif import MECHANISM_LABELS, WhatIfEngine, WhatIfResult
 
-__all__ = ["DEPTH_INTERVALS", "GROUP_LABELS", "__version__", "parameter_table", "read_forcing", "simulate"]
+#: Parameter sources in the order the dashboard offers them, with labels.
+SOURCE_LABELS: dict[str, str] = {
+    "proda_e2e": "PRODA end to end",
+    "proda_two_step": "PRODA two-step",
+    "batch_da": "batch assimilation (homogeneous)",
+    "twin_truth": "twin truth (synthetic world)",
+    "midpoint": "prior midpoint (theta = 0.5)",
+}
+
+__all__ = [
+    "DEPTH_INTERVALS", "GROUP_LABELS", "MECHANISM_LABELS", "Region", "WhatIfResult", "__version__", "box_region",
+    "coastlines", "depth_intervals", "mechanisms", "parameter_sources", "parameter_table", "polygon_region",
+    "profile", "read_forcing", "regions", "sensitivity", "simulate", "what_if", "world_engine", "world_name",
+]
 
 
 def parameter_table(theta: np.ndarray | None = None) -> list[dict[str, object]]:
@@ -61,3 +78,118 @@ def simulate(
     return steady_state_dataset(ds, theta, preset=preset, grid=get_grid(grid), closure=closure,
                                 include_pools=include_pools, device=device,
                                 dtype=torch.float32 if float32 else torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# The default world and fast what-if (the dashboard's door)
+# ---------------------------------------------------------------------------------------------
+
+
+def world_name() -> str:
+    """World used by the dashboard: ``$PRODA_WORLD`` (e.g. ``tiny``, ``europe``) or ``default`` (the globe)."""
+    return os.environ.get("PRODA_WORLD", "default")
+
+
+@functools.lru_cache(maxsize=4)
+def world_engine(world: str | None = None) -> WhatIfEngine:
+    """The what-if engine of a built world (built on first use, then cached on disk and in memory).
+
+    Parameter sources: every trained product found for the world, the twin truth, and the prior
+    midpoint. Shared by all sessions of a dashboard process (read-only; results are cached per request).
+    """
+    from proda_engine.data.world import ensure_world
+    from proda_engine.products.world import load_world_cells
+
+    paths = ensure_world(world or world_name())
+    wc = load_world_cells(paths.forcing)
+    with xr.open_dataset(paths.covariates) as cov:
+        fields = cov.load()
+    sources: dict[str, np.ndarray] = {}
+    for name in SOURCE_LABELS:
+        f = paths.root / "products" / f"theta_{name}.nc"
+        if f.exists():
+            with xr.open_dataset(f) as ds:
+                sources[name] = wc.theta_from_grid(ds["theta"].load())
+    with xr.open_dataset(paths.truth) as ds:
+        sources["twin_truth"] = wc.theta_from_grid(ds["theta"].load())
+    sources["midpoint"] = np.full((len(wc.cells), 21), 0.5)
+    return WhatIfEngine(None, sources, fields=fields, cells=(wc.forcing, wc.cells, wc.lat, wc.lon))
+
+
+def parameter_sources(world: str | None = None) -> dict[str, str]:
+    """Available parameter sources of a world: name -> label (first is the default)."""
+    eng = world_engine(world)
+    return {k: SOURCE_LABELS[k] for k in SOURCE_LABELS if k in eng.sources}
+
+
+def mechanisms() -> dict[str, str]:
+    """Mechanisms the what-if perturbs: code -> label (A, K, Xi, V, I, NPP)."""
+    return dict(MECHANISM_LABELS)
+
+
+def depth_intervals() -> list[str]:
+    """Depth intervals of stock products: 0-30cm, 0-100cm, 0-200cm, whole."""
+    return list(DEPTH_INTERVALS)
+
+
+def regions(world: str | None = None) -> dict[str, Region]:
+    """Named regions: globe, CONUS, continents, Köppen groups and land-cover groups of the world."""
+    out = {"globe": Region(), "conus": Region("conus", None, "CONUS")}
+    eng = world_engine(world)
+    if eng.fields is not None and "continent" in eng.fields:
+        names = str(eng.fields["continent"].attrs.get("flag_meanings", "")).split()
+        present = set(np.unique(eng.fields["continent"].values[np.isfinite(eng.fields["continent"].values)]).tolist())
+        codes = list(eng.fields["continent"].attrs.get("flag_values", range(len(names))))
+        for code, name in zip(codes, names):
+            if code in present:
+                out[f"continent:{name}"] = Region("continent", name, name.replace("_", " "))
+    for g in KOPPEN_GROUPS:
+        out[f"koppen:{g}"] = Region("koppen", g, f"Köppen {g} ({KOPPEN_LABELS[g]})")
+    for g in LANDCOVER_GROUPS:
+        out[f"landcover:{g}"] = Region("landcover", g, g.replace("_", "/"))
+    return out
+
+
+def box_region(lon_min: float, lon_max: float, lat_min: float, lat_max: float) -> Region:
+    """A lat/lon box region (e.g. drawn on the map)."""
+    return Region("box", (float(lon_min), float(lon_max), float(lat_min), float(lat_max)),
+                  f"box {lon_min:.1f}..{lon_max:.1f}E, {lat_min:.1f}..{lat_max:.1f}N")
+
+
+def polygon_region(geojson: str, label: str = "polygon") -> Region:
+    """A region from GeoJSON text (Polygon / MultiPolygon / Feature / FeatureCollection, lon/lat)."""
+    import json
+
+    json.loads(geojson)  # fail early with a JSON error
+    return Region("polygon", geojson, label)
+
+
+def what_if(perturbation: dict[str, float] | None = None, *, region: str | Region = "globe",
+            depth: str = "0-100cm", source: str | None = None, world: str | None = None) -> WhatIfResult:
+    """Perturb mechanisms (relative change per group, e.g. ``{"A": 0.05}`` = CUE +5 %), re-solve every
+    cell and return maps (``soc_stock``, ``soc_stock_baseline``, ``soc_change``, ``turnover``, ``cue``)
+    and regional totals (Pg C, change vs baseline, turnover mean/median, mean CUE)."""
+    eng = world_engine(world)
+    reg = regions(world)[region] if isinstance(region, str) else region
+    return eng.what_if(perturbation, region=reg, depth=depth, source=source)
+
+
+def sensitivity(*, region: str | Region = "globe", depth: str = "whole", source: str | None = None,
+                world: str | None = None, step: float = 0.10) -> dict[str, dict[str, float]]:
+    """Per-mechanism response of the regional SOC total: elasticity and the +1 % effect in Pg C."""
+    eng = world_engine(world)
+    reg = regions(world)[region] if isinstance(region, str) else region
+    return eng.sensitivity(region=reg, depth=depth, source=source, step=step)
+
+
+def profile(lat: float, lon: float, *, perturbation: dict[str, float] | None = None, source: str | None = None,
+            world: str | None = None) -> xr.Dataset:
+    """SOC density by depth at the valid cell nearest to (lat, lon)."""
+    return world_engine(world).profile(lat, lon, source=source, perturbation=perturbation)
+
+
+def coastlines() -> list[np.ndarray]:
+    """Offline Natural Earth coastlines (110m) as (n, 2) lon/lat arrays, split at the antimeridian."""
+    from proda_engine.data.outlines import load_coastlines
+
+    return load_coastlines()

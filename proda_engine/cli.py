@@ -64,6 +64,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_world(args: argparse.Namespace) -> int:
+    from proda_engine import api
+    from proda_engine.products.twin import build_twin_world
+
+    tw = build_twin_world(args.name, args.region, n_sites=args.n_sites, seed=args.seed, rebuild_twin=args.rebuild_twin)
+    print(f"world {args.name!r} ready in {tw.build_seconds:.1f} s at {tw.paths.root}")
+    if tw.twin is not None:
+        print(f"twin observations: {tw.twin.get('n_sites')} profiles, {tw.twin.get('n_layers')} layers "
+              f"-> {tw.paths.wosis_dir}")
+    eng = api.world_engine(args.name)
+    area = eng.area.reshape(-1)[eng.cells]
+    npp = float((eng.forcing.inputs.sum(0).numpy() * area).sum() / 1e15)
+    print(f"land cells: {eng.forcing.n_cells}; carbon input (NPP): {npp:.1f} Pg C/yr")
+    for depth in api.depth_intervals():
+        r = api.what_if({}, depth=depth, world=args.name, source="twin_truth")
+        print(f"twin-truth SOC {depth:>8s}: {r.totals['total_pg']:8.0f} Pg C")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="proda", description="PRODA engine: CLM5 soil-carbon matrix model, "
                                  "data assimilation, neural up-scaling and global products.")
@@ -80,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="cpu or cuda")
     s.add_argument("--float32", action="store_true", help="single precision (opt-in; float64 is the default)")
     s.set_defaults(func=cmd_simulate)
+    w = sub.add_parser("world", help="build (or reuse) the default world and its twin observations, offline")
+    w.add_argument("--name", default="default", help="cache name; a region name (tiny, europe, conus, ...) selects it")
+    w.add_argument("--region", default=None, help="region name or leave empty for the globe")
+    w.add_argument("--n-sites", type=int, default=None, help="twin profiles to write (default: all sampled sites)")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--rebuild-twin", action="store_true", help="rewrite the twin observations")
+    w.set_defaults(func=cmd_world)
     return ap
 
 

@@ -302,6 +302,10 @@ def _month_mean(values: np.ndarray, months: np.ndarray, *, source: str, var: str
             f"{source}: variable {var!r}: expected all 12 calendar months along time, "
             f"found none for month(s) {missing}"
         )
+    if len(months) == 12:
+        # One value per calendar month: the mean is a reordering (NaN stays NaN, as a month with no
+        # valid value would give); skip the masked sums over the whole grid.
+        return np.asarray(values[np.argsort(months, kind="stable")], dtype=np.float64)
     out = np.empty((12, *values.shape[1:]), dtype=np.float64)
     for k in range(1, 13):
         sel = values[months == k]

@@ -6,6 +6,7 @@ and return (C,) tensors unless stated. Units: stocks g C m-2, fluxes g C m-2 yr-
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from proda_engine.grid import DEPTH_INTERVALS, Grid
@@ -45,9 +46,17 @@ def layer_stock(soc: torch.Tensor, grid: Grid, top: float = 0.0, bottom: float |
 
 def stocks(res: SteadyState, intervals: dict[str, tuple[float, float | None]] | None = None) -> dict[str, torch.Tensor]:
     """SOC stocks (S1+S2+S3) for the standard depth intervals, g C m-2 each (C,)."""
+    return interval_stocks(res.soc, res.grid, intervals)
+
+
+def interval_stocks(soc: torch.Tensor, grid: Grid,
+                    intervals: dict[str, tuple[float, float | None]] | None = None) -> dict[str, torch.Tensor]:
+    """Stocks for several depth intervals in one matrix product: W (n, L) @ (SOC dz) (L, C), g C m-2."""
     intervals = intervals or DEPTH_INTERVALS
-    soc = res.soc
-    return {name: layer_stock(soc, res.grid, top, bottom) for name, (top, bottom) in intervals.items()}
+    W = torch.as_tensor(np.stack([grid.interval_weights(t, b) for t, b in intervals.values()]),
+                        dtype=soc.dtype, device=soc.device)
+    out = W @ (soc * _dz(grid, soc))
+    return dict(zip(intervals, out))
 
 
 def total_input(forcing: Forcing) -> torch.Tensor:
@@ -102,6 +111,33 @@ def apparent_beta(forcing: Forcing, grid: Grid, beta: torch.Tensor) -> torch.Ten
     return torch.where(n > 0, out, torch.full_like(out, float("nan")))
 
 
+def microbial_cue(X: torch.Tensor, frac: torch.Tensor, params: dict[str, torch.Tensor], xhat: torch.Tensor,
+                  grid: Grid) -> torch.Tensor:
+    """Flux-weighted microbial CUE (spec §(j) item 5), (C,), unitless.
+
+    CUE = sum_d e_d F_d / sum_d F_d over donors L1, L2, L3, S1, S2, S3, with e_d the donor's summed
+    transfer fractions and the approximate flux F_d = sum_j X_dj tau_d^-1 xi_hat_j dz_j (xi_hat without
+    xi_O and xi_N, as in the original). CWD fragmentation is not microbial and is excluded.
+    """
+    f = frac
+    taus = torch.stack([params[n] for n in TAU_NAMES[1:]])  # L1, L2, L3(=L2), S1, S2, S3
+    w = xhat * _dz(grid, X)  # (L, C)
+    donors = [f[F_L1S1], f[F_L2S1], f[F_L3S2], f[F_S1S2] + f[F_S1S3], f[F_S2S1] + f[F_S2S3], f[F_S3S1]]
+    num = torch.zeros_like(taus[0])
+    den = torch.zeros_like(taus[0])
+    for d in range(6):
+        xw = X[d + 1] * w  # (L, C) approximate decomposition flux of donor d, times tau_d
+        if f.shape[1] == 1:  # per-cell fractions: sum over layers first
+            flux = xw.sum(0) / taus[d]
+            num = num + donors[d][0] * flux
+        else:
+            flux_l = xw / taus[d]
+            flux = flux_l.sum(0)
+            num = num + (donors[d] * flux_l).sum(0)
+        den = den + flux
+    return num / den
+
+
 def bulk_diagnostics(res: SteadyState, forcing: Forcing) -> dict[str, torch.Tensor]:
     """The bulk processes of spec §(j): NPP, I, K, Xi, A (CUE), V, plus turnover and stocks.
 
@@ -124,12 +160,7 @@ def bulk_diagnostics(res: SteadyState, forcing: Forcing) -> dict[str, torch.Tens
     # Xi and CUE use xi_hat = <xi_T><xi_W> xi_D (no O, no N)
     xhat = diagnostic_modifier(forcing, grid, p["q10"], p["wscaling"], p["efolding"])
     env = (w * xhat).sum(0)
-    f = res.operator.frac
-    eff = torch.stack([f[F_L1S1], f[F_L2S1], f[F_L3S2], f[F_S1S2] + f[F_S1S3], f[F_S2S1] + f[F_S2S3],
-                       f[F_S3S1]])  # (6, Lf, C)
-    taus = torch.stack([p[n] for n in TAU_NAMES[1:]])  # L1, L2, L3(=L2), S1, S2, S3
-    flux = X[1:] / taus[:, None, :] * xhat[None] * dz[None]  # (6, L, C) approximate decomposition flux
-    cue = (eff * flux).sum((0, 1)) / flux.sum((0, 1))
+    cue = microbial_cue(X, res.operator.frac, p, xhat, grid)
     vdiag = (res.operator.lo + res.operator.up) * DAYS
     trans = (w * vdiag).sum(0)
     cin = total_input(forcing)

@@ -83,8 +83,8 @@ def assemble(params: dict[str, torch.Tensor], forcing: Forcing, grid: Grid,
         forcing, params["q10"], params["wscaling"])
     xd = depth_scalar if depth_scalar is not None else xi_depth(grid, params["efolding"])
     k0 = base_rates(params)  # (7, C)
-    env = torch.stack([m_soil, m_litter, m_litter, m_litter, m_soil, m_soil, m_soil]) * xd[None]
-    k = k0[:, None, :] * env
+    soil_env, litter_env = m_soil * xd, m_litter * xd
+    k = torch.stack([k0[p] * (litter_env if p in (1, 2, 3) else soil_env) for p in range(7)])
     frac = fraction_tensor(params, L)
     lo, up = transport_coefficients(forcing, grid, closure).rates(params["diffus"], params["cryo"])
     prof = phi if phi is not None else input_profile(forcing, grid, params["beta"])
