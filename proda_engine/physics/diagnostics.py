@@ -6,6 +6,7 @@ and return (C,) tensors unless stated. Units: stocks g C m-2, fluxes g C m-2 yr-
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 
@@ -174,3 +175,85 @@ def bulk_diagnostics(res: SteadyState, forcing: Forcing) -> dict[str, torch.Tens
         "turnover": stock / cin,
         "stock": stock,
     }
+
+
+@numba.njit(parallel=True, cache=True)
+def _nb_summaries(X, k, src, W, w, inv_tau, eff, rtol, soc, stocks, cue, status):
+    """One pass per cell: status, SOC per layer, interval stocks (W @ SOC dz) and flux-weighted CUE."""
+    L = X.shape[1]
+    C = X.shape[2]
+    nI = W.shape[0]
+    for c in numba.prange(C):
+        xmin = np.inf
+        xmax = 0.0
+        xsum = 0.0
+        kmin = np.inf
+        ksum = 0.0
+        ssum = 0.0
+        num = 0.0
+        den = 0.0
+        for q in range(nI):
+            stocks[q, c] = 0.0
+        for j in range(L):
+            for p in range(7):
+                x = X[p, j, c]
+                xsum += x
+                xmin = min(xmin, x)
+                xmax = max(xmax, abs(x))
+                kmin = min(kmin, k[p, j, c])
+                ksum += k[p, j, c]
+            for p in range(4):
+                ssum += src[p, j, c]
+            s = X[4, j, c] + X[5, j, c] + X[6, j, c]
+            soc[j, c] = s
+            for q in range(nI):
+                stocks[q, c] += W[q, j] * s
+            for d in range(6):
+                flux = X[d + 1, j, c] * w[j, c] * inv_tau[d, c]
+                num += eff[d, c] * flux
+                den += flux
+        cue[c] = num / den
+        st = 0
+        if not xmin >= -rtol * xmax:
+            st = 2
+        if not np.isfinite(xsum):
+            st = 1
+        if not (np.isfinite(ksum) and np.isfinite(ssum) and kmin > 0.0):
+            st = 3
+        status[c] = st
+
+
+def fused_summaries(res_pools: torch.Tensor, op, params: dict[str, torch.Tensor], xhat: torch.Tensor, grid: Grid,
+                    intervals: dict[str, tuple[float, float | None]] | None = None, rtol: float = 1e-9):
+    """Status, SOC (L, C), interval stocks (g C m-2) and CUE in one compiled pass (CPU, no autograd).
+
+    Same numbers as :func:`~proda_engine.physics.model.cell_status`, ``soc``, :func:`interval_stocks`
+    and :func:`microbial_cue` (tested); used on the what-if hot path where each separate pass over
+    the (7, L, C) state costs as much as the solve. Per-layer fractions (default-CLM5 preset) fall
+    back to the separate functions.
+    """
+    from proda_engine.physics.model import cell_status
+
+    intervals = intervals or DEPTH_INTERVALS
+    f = op.frac
+    if f.shape[1] != 1 or res_pools.device.type != "cpu":
+        soc = res_pools[4:7].sum(0)
+        return (cell_status(op, res_pools, rtol), soc, interval_stocks(soc, grid, intervals),
+                microbial_cue(res_pools, f, params, xhat, grid))
+    X = np.ascontiguousarray(res_pools.detach().numpy(), dtype=np.float64)
+    C = X.shape[2]
+    W = np.stack([grid.interval_weights(t, b) * grid.dz for t, b in intervals.values()])
+    w = np.ascontiguousarray((xhat * _dz(grid, xhat)).detach().numpy(), dtype=np.float64)
+    taus = torch.stack([params[n] for n in TAU_NAMES[1:]]).detach().numpy()
+    eff = torch.stack([f[F_L1S1], f[F_L2S1], f[F_L3S2], f[F_S1S2] + f[F_S1S3], f[F_S2S1] + f[F_S2S3],
+                       f[F_S3S1]])[:, 0].detach().numpy()
+    soc = np.empty((X.shape[1], C))
+    stocks = np.empty((len(intervals), C))
+    cue = np.empty(C)
+    status = np.empty(C, dtype=np.int8)
+    _nb_summaries(X, np.ascontiguousarray(op.k.detach().numpy(), dtype=np.float64),
+                  np.ascontiguousarray(op.src.detach().numpy(), dtype=np.float64), W, w,
+                  np.ascontiguousarray(1.0 / taus), np.ascontiguousarray(eff, dtype=np.float64), rtol,
+                  soc, stocks, cue, status)
+    t = lambda a: torch.from_numpy(a)  # noqa: E731
+    return t(status), t(soc), dict(zip(intervals, t(stocks))), t(cue)

@@ -27,7 +27,7 @@ from proda_engine.parameters import GROUPS, clamp_theta
 from proda_engine.physics import Forcing, params_from_theta
 from proda_engine.physics import diagnostics as dg
 from proda_engine.physics.inputs import input_profile
-from proda_engine.physics.model import Status, cell_status
+from proda_engine.physics.model import Status
 from proda_engine.physics.operator import assemble
 from proda_engine.physics.scalars import diagnostic_modifier, month_mean_modifiers, xi_depth
 from proda_engine.physics.solver import solve
@@ -153,13 +153,11 @@ class WhatIfEngine:
             phi = self._part((source, "I", q["I"]), lambda: input_profile(f, self.grid, p["beta"]))
             op = assemble(p, f, self.grid, self.closure, modifiers=mods, depth_scalar=xd, phi=phi)
             X = solve(op)
-            status = cell_status(op, X)
-            soc = X[4:7].sum(0)
-            stocks = {k: v.numpy() / 1000.0 for k, v in dg.interval_stocks(soc, self.grid).items()}
             cin = f.inputs.sum(0).numpy()
             xhat = self._part((*xi_key, "xhat"), lambda: diagnostic_modifier(
                 f, self.grid, p["q10"], p["wscaling"], p["efolding"]))
-            cue = dg.microbial_cue(X, op.frac, p, xhat, self.grid)
+            status, soc, st, cue = dg.fused_summaries(X, op, p, xhat, self.grid)
+            stocks = {k: v.numpy() / 1000.0 for k, v in st.items()}
         bad = status.numpy() != Status.OK
         for v in stocks.values():
             v[bad] = np.nan

@@ -119,3 +119,23 @@ def test_cuda_matches_cpu_in_float64(instance):
     cpu = solve_theta(th, f, g).pools
     gpu = solve_theta(torch.as_tensor(th, device="cuda"), f.to("cuda"), g).pools.cpu().numpy()
     np.testing.assert_allclose(gpu, cpu, rtol=1e-10)
+
+
+def test_fused_summaries_match_separate_functions(instance):
+    from proda_engine.physics.model import cell_status
+    from proda_engine.physics.scalars import diagnostic_modifier
+
+    g, f, th = instance
+    th = th.copy()
+    th[0, 3] = 0.0  # one failing cell: statuses must agree too
+    p = params_from_theta(th)
+    op = assemble(p, f, g)
+    X = solve_numba(op)
+    xhat = diagnostic_modifier(f, g, p["q10"], p["wscaling"], p["efolding"])
+    status, soc, stocks, cue = dg.fused_summaries(X, op, p, xhat, g)
+    torch.testing.assert_close(status, cell_status(op, X))
+    ok = status == 0
+    torch.testing.assert_close(soc, X[4:7].sum(0))
+    for k, v in dg.interval_stocks(X[4:7].sum(0), g).items():
+        torch.testing.assert_close(stocks[k][ok], v[ok], rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(cue[ok], dg.microbial_cue(X, op.frac, p, xhat, g)[ok], rtol=1e-12, atol=0)
