@@ -28,6 +28,7 @@ SOURCE_LABELS: dict[str, str] = {
     "proda_e2e": "PRODA end to end",
     "proda_two_step": "PRODA two-step",
     "batch_da": "batch assimilation (homogeneous)",
+    "default_clm5": "default CLM5",
     "twin_truth": "twin truth (synthetic world)",
     "midpoint": "prior midpoint (theta = 0.5)",
 }
@@ -112,6 +113,7 @@ def world_engine(world: str | None = None) -> WhatIfEngine:
                 sources[name] = wc.theta_from_grid(ds["theta"].load())
     with xr.open_dataset(paths.truth) as ds:
         sources["twin_truth"] = wc.theta_from_grid(ds["theta"].load())
+    sources["default_clm5"] = "default"
     sources["midpoint"] = np.full((len(wc.cells), 21), 0.5)
     return WhatIfEngine(None, sources, fields=fields, cells=(wc.forcing, wc.cells, wc.lat, wc.lon))
 

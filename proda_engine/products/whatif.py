@@ -24,7 +24,7 @@ import xarray as xr
 
 from proda_engine.grid import DEPTH_INTERVALS, Grid, get_grid
 from proda_engine.parameters import GROUPS, clamp_theta
-from proda_engine.physics import Forcing, params_from_theta
+from proda_engine.physics import Forcing, default_params, params_from_theta
 from proda_engine.physics import diagnostics as dg
 from proda_engine.physics.inputs import input_profile
 from proda_engine.physics.model import Status
@@ -47,6 +47,25 @@ def perturbation_key(perturbation: Mapping[str, float] | None) -> tuple[float, .
     if unknown:
         raise ValueError(f"unknown mechanism(s) {sorted(unknown)}; expected {list(MECHANISMS)}")
     return tuple(round(float(perturbation.get(m, 0.0)), 6) for m in MECHANISMS)
+
+
+def perturb_physical(params: Mapping[str, torch.Tensor], key: tuple[float, ...]) -> dict[str, torch.Tensor]:
+    """For presets with no unit-interval form (default CLM5): pi <- pi (1 + q_G) for the group's
+    parameters, then transfer fractions kept physical (each in [0, 1], each donor's outflow <= 1)."""
+    from proda_engine.parameters import PARAMETERS
+
+    out = dict(params)
+    for m, q in zip(MECHANISMS, key):
+        if m != "NPP" and q != 0.0:
+            for i in GROUPS[m]:
+                out[PARAMETERS[i].name] = out[PARAMETERS[i].name] * (1.0 + q)
+    for name in ("fcwdl2", "fl1s1", "fl2s1", "fl3s2", "fs3s1", "fs1s2", "fs1s3", "fs2s1", "fs2s3"):
+        out[name] = out[name].clamp(0.0, 1.0)
+    for a, b in (("fs1s2", "fs1s3"), ("fs2s1", "fs2s3")):
+        total = out[a] + out[b]
+        scale = torch.where(total > 1.0, 1.0 / total, torch.ones_like(total))
+        out[a], out[b] = out[a] * scale, out[b] * scale
+    return out
 
 
 def perturb_theta(theta: np.ndarray, key: tuple[float, ...]) -> np.ndarray:
@@ -90,7 +109,8 @@ class WhatIfEngine:
         cache_size: how many whole results to keep.
     """
 
-    def __init__(self, forcing_ds: xr.Dataset | None, sources: Mapping[str, np.ndarray], *, grid: Grid | None = None,
+    def __init__(self, forcing_ds: xr.Dataset | None, sources: Mapping[str, np.ndarray | str], *,
+                 grid: Grid | None = None,
                  closure: str = "conservative", fields: xr.Dataset | None = None, cache_size: int = 64,
                  cells: tuple[Forcing, np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
         self.grid = grid or get_grid()
@@ -104,8 +124,13 @@ class WhatIfEngine:
         self.shape = (self.lat.size, self.lon.size)
         self.area = cell_area(self.lat, self.lon)
         self.fields = fields
-        self.sources = {k: np.asarray(v, dtype=float) for k, v in sources.items()}
+        # A source is unit-interval theta (C, 21), or the string "default" for the CLM5 preset.
+        self.sources = {k: (v if isinstance(v, str) else np.asarray(v, dtype=float)) for k, v in sources.items()}
         for name, th in self.sources.items():
+            if isinstance(th, str):
+                if th != "default":
+                    raise ValueError(f"source {name!r}: unknown preset {th!r}; expected 'default'")
+                continue
             if th.shape != (self.forcing.n_cells, 21):
                 raise ValueError(f"source {name!r}: expected theta of shape ({self.forcing.n_cells}, 21), "
                                  f"found {th.shape}")
@@ -141,9 +166,11 @@ class WhatIfEngine:
 
     def _solve(self, source: str, key: tuple[float, ...]) -> CellResults:
         q = dict(zip(MECHANISMS, key))
-        theta = perturb_theta(self.sources[source], key)
         with torch.no_grad():
-            p = params_from_theta(theta, clamp=False)
+            if isinstance(self.sources[source], str):
+                p = perturb_physical(default_params(self.forcing), key)
+            else:
+                p = params_from_theta(perturb_theta(self.sources[source], key), clamp=False)
             f = self.forcing
             if q["NPP"] != 0.0:
                 f = f.with_inputs(f.inputs * (1.0 + q["NPP"]))

@@ -72,3 +72,13 @@ def test_profile_and_regions(engine):
     assert prof.soc.dims == ("depth",) and prof.attrs["lat"] == 52.5
     g = engine.what_if({}, region=Region("box", (-1, 1, 50, 55), "box"))
     assert 0 < g.totals["n_cells"] < engine.what_if({}).totals["n_cells"]
+
+
+def test_default_clm5_source_perturbs_physical_values():
+    ds = api.read_forcing(FIX)
+    n = int(ds["valid"].sum())
+    eng = WhatIfEngine(ds, {"default_clm5": "default", "mid": np.full((n, 21), 0.5)})
+    base = eng.what_if({}, source="default_clm5", depth="whole").totals
+    up = eng.what_if({"A": 0.5}, source="default_clm5", depth="whole").totals  # fractions stay valid
+    assert base["total_pg"] > 0 and up["change_pg"] > 0
+    assert eng.what_if({"NPP": 0.2}, source="default_clm5").totals["change_pct"] == pytest.approx(20.0, rel=1e-9)
