@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Worlds built by tests go to a per-session temporary cache, never the user's ~/.cache/proda.
+os.environ.setdefault("PRODA_CACHE", tempfile.mkdtemp(prefix="proda-test-cache-"))
 
 import numpy as np
 import pytest
