@@ -14,6 +14,7 @@ kept in a small LRU keyed on (source, perturbation), so returning to a slider po
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ def perturb_physical(params: Mapping[str, torch.Tensor], key: tuple[float, ...])
                 out[PARAMETERS[i].name] = out[PARAMETERS[i].name] * (1.0 + q)
     for name in ("fcwdl2", "fl1s1", "fl2s1", "fl3s2", "fs3s1", "fs1s2", "fs1s3", "fs2s1", "fs2s3"):
         out[name] = out[name].clamp(0.0, 1.0)
+    # beta >= 1 would invert the input profile; cap where the unit-interval clamp does (theta 0.98).
+    beta = PARAMETERS[GROUPS["I"][0]]
+    out["beta"] = out["beta"].clamp(max=beta.lower + 0.98 * (beta.upper - beta.lower))
     for a, b in (("fs1s2", "fs1s3"), ("fs2s1", "fs2s3")):
         total = out[a] + out[b]
         scale = torch.where(total > 1.0, 1.0 / total, torch.ones_like(total))
@@ -135,6 +139,8 @@ class WhatIfEngine:
                 raise ValueError(f"source {name!r}: expected theta of shape ({self.forcing.n_cells}, 21), "
                                  f"found {th.shape}")
         self._results: OrderedDict[tuple, CellResults] = OrderedDict()
+        # One engine serves every dashboard session of a process: solves and cache updates are serialised.
+        self._lock = threading.RLock()
         self._parts: dict[tuple, object] = {}
         self.cache_size = cache_size
         self.stats = {"solves": 0, "hits": 0}
@@ -153,16 +159,17 @@ class WhatIfEngine:
             raise ValueError(f"unknown parameter source {source!r}; expected one of {sorted(self.sources)}")
         key = perturbation_key(perturbation)
         ck = (source, key)
-        if ck in self._results:
-            self._results.move_to_end(ck)
-            self.stats["hits"] += 1
-            return self._results[ck]
-        res = self._solve(source, key)
-        self._results[ck] = res
-        if len(self._results) > self.cache_size:
-            self._results.popitem(last=False)
-        self.stats["solves"] += 1
-        return res
+        with self._lock:
+            if ck in self._results:
+                self._results.move_to_end(ck)
+                self.stats["hits"] += 1
+                return self._results[ck]
+            res = self._solve(source, key)
+            self._results[ck] = res
+            if len(self._results) > self.cache_size:
+                self._results.popitem(last=False)
+            self.stats["solves"] += 1
+            return res
 
     def _solve(self, source: str, key: tuple[float, ...]) -> CellResults:
         q = dict(zip(MECHANISMS, key))

@@ -82,3 +82,16 @@ def test_default_clm5_source_perturbs_physical_values():
     up = eng.what_if({"A": 0.5}, source="default_clm5", depth="whole").totals  # fractions stay valid
     assert base["total_pg"] > 0 and up["change_pg"] > 0
     assert eng.what_if({"NPP": 0.2}, source="default_clm5").totals["change_pct"] == pytest.approx(20.0, rel=1e-9)
+
+
+def test_physical_perturbation_keeps_parameters_valid():
+    import torch
+
+    from proda_engine.products.whatif import perturb_physical
+
+    p = {n: torch.tensor([v]) for n, v in {"beta": 0.95, "fcwdl2": 0.76, "fl1s1": 0.45, "fl2s1": 0.5, "fl3s2": 0.5,
+                                             "fs1s2": 0.7, "fs1s3": 0.004, "fs2s1": 0.42, "fs2s3": 0.03,
+                                             "fs3s1": 0.45}.items()}
+    out = perturb_physical(p, perturbation_key({"I": 0.5, "A": 0.5}))
+    assert float(out["beta"]) < 1.0
+    assert float(out["fcwdl2"]) <= 1.0 and float(out["fs1s2"] + out["fs1s3"]) <= 1.0 + 1e-12

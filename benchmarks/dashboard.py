@@ -1,0 +1,158 @@
+"""Dashboard latency in a real browser: first page load and slider step -> repainted map and totals.
+
+Serves the app (``dashboard.app.serve``) in a subprocess on the chosen world (default: the globe),
+drives Debian Chromium with Playwright and hooks Bokeh document changes in the page: a step's
+latency runs from just before the key press to the paint (double requestAnimationFrame) after the
+last document change, once the document has been quiet for 400 ms (ecosystem guide §3.6).
+
+Two kinds of steps are reported, because they measure different things:
+
+* *new* positions (CUE +1, +2, ... %): a cold engine solve of every land cell, plus the dashboard;
+* *revisited* positions (back down again): the engine's result cache answers, so this is the
+  dashboard's own cost (websocket round trip, HoloViews update, ~0.5-1 MB image, repaint).
+
+Usage::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dashboard.py [--world default] [--moves 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+# Every document change is recorded with its kind: the slider echo and the busy spinner change at
+# once, the map ("data" of the image's ColumnDataSource) and the cards ("text") only after the solve.
+HOOK_JS = """
+() => {
+  window.__changes = []; window.__paints = [];
+  Bokeh.documents[0].on_change((e) => {
+    const kind = e.attr || (e.constructor && e.constructor.name) || "?";
+    window.__changes.push({t: performance.now(), kind: kind});
+    requestAnimationFrame(() => requestAnimationFrame(() => window.__paints.push(performance.now())));
+  });
+}
+"""
+
+# Settled = the map data and the card text have both changed since t0, then 400 ms of quiet.
+SETTLE_JS = """
+async (t0) => {
+  const quiet = 400, limit = 60000;
+  const start = performance.now();
+  while (performance.now() - start < limit) {
+    await new Promise(r => setTimeout(r, 25));
+    const ch = window.__changes.filter(c => c.t >= t0);
+    const map = ch.some(c => c.kind === "data" || c.kind.startsWith("Column"));
+    const text = ch.some(c => c.kind === "text" || c.kind === "object");
+    if (map && text && performance.now() - ch[ch.length - 1].t > quiet) {
+      const last = ch[ch.length - 1].t;
+      const paint = window.__paints.filter(t => t >= last);
+      return {latency: (paint.length ? paint[0] : last) - t0, changes: ch.length, first: ch[0].t - t0,
+              kinds: [...new Set(ch.map(c => c.kind))].join(",")};
+    }
+  }
+  const ch = window.__changes.filter(c => c.t >= t0);
+  return {latency: NaN, changes: ch.length, first: NaN, kinds: [...new Set(ch.map(c => c.kind))].join(",")};
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_live(url: str, timeout: float) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            with urllib.request.urlopen(f"{url}liveness", timeout=2) as r:
+                if r.status == 200:
+                    return time.monotonic() - t0
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"server did not answer {url}liveness within {timeout} s")
+
+
+def _step(page, key: str) -> dict:
+    t0 = page.evaluate("performance.now()")
+    page.keyboard.press(key)
+    return page.evaluate(SETTLE_JS, t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--world", default="default", help="world to serve (default: the 0.5° globe)")
+    ap.add_argument("--moves", type=int, default=10, help="slider steps per kind")
+    ap.add_argument("--screenshot", default=None, help="save a screenshot of the loaded app here")
+    args = ap.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {**os.environ, "PRODA_WORLD": args.world, "PRODA_DASHBOARD_WEBGL": "0",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    code = (f"from dashboard.app import serve; serve(port={port}, address='127.0.0.1', world={args.world!r}, "
+            "liveness=True)")
+    t_start = time.monotonic()
+    server = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
+    try:
+        startup = _wait_live(url, timeout=900)
+        print(f"world {args.world}: server up (imports, world load, warm) in {startup:.1f} s")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1250})
+            loads = []
+            for _ in range(2):  # the first session pays per-process costs; the second is typical
+                t0 = time.monotonic()
+                page.goto(url)
+                page.locator(".card-total").first.wait_for(state="visible", timeout=120_000)
+                page.locator(".proda-map .bk-Canvas").first.wait_for(state="visible", timeout=120_000)
+                page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0", timeout=120_000)
+                page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+                loads.append(time.monotonic() - t0)
+            print(f"first page load: {loads[0] * 1000:.0f} ms (first session), {loads[1] * 1000:.0f} ms (next)")
+            page.wait_for_timeout(1500)
+            if args.screenshot:
+                page.screenshot(path=args.screenshot)
+            page.evaluate(HOOK_JS)
+            page.locator(".noUi-handle").first.focus()
+            new, back = [], []
+            for _ in range(args.moves):
+                new.append(_step(page, "ArrowRight"))
+            for _ in range(args.moves):
+                back.append(_step(page, "ArrowLeft"))
+            browser.close()
+        for name, rows in (("new position (cold engine solve)", new), ("revisited position (cached)", back)):
+            if os.environ.get("PRODA_BENCH_VERBOSE"):
+                print(rows)
+            lat = [r["latency"] for r in rows]
+            first = [r["first"] for r in rows]
+            print(f"slider step, {name}: median {statistics.median(lat):.0f} ms "
+                  f"(min {min(lat):.0f}, max {max(lat):.0f}; first document change after "
+                  f"{statistics.median(first):.0f} ms) over {len(lat)} moves")
+        print(f"target < 500 ms per step; total benchmark time {time.monotonic() - t_start:.0f} s")
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+if __name__ == "__main__":
+    main()

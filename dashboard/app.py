@@ -1,0 +1,159 @@
+"""The PRODA what-if dashboard: ``create_app()`` builds one session's app; ``serve()`` runs the server.
+
+Launch::
+
+    panel serve dashboard/app.py --address 127.0.0.1 --port 5006      # or
+    python -m dashboard.app                                           # same, via serve()
+    PRODA_WORLD=tiny panel serve dashboard/app.py                     # the 10x10 test world
+
+Everything per session (state, store, views) is built by :func:`build_app`; what sessions share
+(the engine, named regions, colour limits, sensitivities) lives in per-process caches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import panel as pn
+import param
+
+from dashboard import store as store_mod
+from dashboard.state import BOX_PREFIX, URL_PARAMS, DashboardState, box_label
+from dashboard.store import ResultStore
+from dashboard.views.controls import Controls
+from dashboard.views.map import MapView
+from dashboard.views.profile import ProfileView
+from dashboard.views.sensitivity import SensitivityView
+from dashboard.views.totals import TotalsView
+from proda_engine import api
+
+log = logging.getLogger(__name__)
+
+TITLE = "PRODA — global soil carbon"
+
+CSS = """
+.proda-card { border-radius: 8px; padding: 8px 12px; background: #f6f8fa; border: 1px solid #d0d7de;
+              min-width: 150px; }
+.proda-card-title { font-size: 0.8em; color: #57606a; text-transform: uppercase; letter-spacing: 0.03em; }
+.proda-card-value { font-size: 1.45em; font-weight: 600; color: #1f2328; white-space: nowrap; }
+.proda-card-sub { font-size: 0.8em; color: #57606a; }
+.proda-card.up .proda-card-value { color: #1a7f37; }
+.proda-card.down .proda-card-value { color: #cf222e; }
+"""
+
+
+def _exception_handler(exc: BaseException) -> None:
+    """Last line of defence for any callback: log and tell the user, keep the session alive."""
+    log.warning("dashboard callback failed: %s", exc, exc_info=exc)
+    if pn.state.notifications is not None:
+        pn.state.notifications.error(f"Something went wrong: {exc}", duration=8000)
+
+
+pn.extension(notifications=True, raw_css=[CSS], exception_handler=_exception_handler, sizing_mode="stretch_width")
+
+
+def warm(world: str | None = None) -> None:
+    """Build/load the world and precompute what the first page needs (baseline, colour limits,
+    named regions, coastlines, the default sensitivity), so the first session shows quickly."""
+    state = DashboardState(world=world)
+    store_mod.named_regions(world)
+    store_mod.world_extent(world)
+    store_mod.coastline_paths(world)
+    for variable in ("soc_stock", "soc_change", "turnover", "cue"):
+        store_mod.color_limits(world, state.source, state.depth, variable)
+    region = store_mod.resolve_region(state.region, world)
+    store_mod.sensitivity(world, region, state.depth, state.source)
+
+
+class DashboardApp(param.Parameterized):
+    """One session: state -> store -> views -> template. Tests read ``state`` and ``store`` directly."""
+
+    def __init__(self, world: str | None = None, sync_url: bool = True, **params) -> None:
+        super().__init__(**params)
+        self.world = world
+        served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+        self.state = DashboardState(world=world)
+        if sync_url and served and pn.state.location is not None:
+            # before the store exists, so a shared URL is applied without solving the defaults first
+            pn.state.location.sync(self.state, URL_PARAMS)
+        self._check_region()
+        if self.state.region.startswith(BOX_PREFIX):  # a box from a shared URL: offer it in the list
+            self.state.add_region_choice(self.state.region, box_label(self.state.region))
+        self.store = ResultStore(self.state, world=world, background=served)
+        self.controls = Controls(self.state, self.store)
+        self.map = MapView(self.store)
+        self.totals = TotalsView(self.store)
+        self.profile = ProfileView(self.store)
+        self.sensitivity = SensitivityView(self.store)
+        self.alert = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["proda-alert"])
+        self.store.param.watch(self._on_message, "message")
+        self.template = self._template()
+
+    def _check_region(self) -> None:
+        """A region from a URL that this session cannot resolve (malformed box, someone else's
+        polygon) falls back to the globe with a message instead of an empty page."""
+        try:
+            store_mod.resolve_region(self.state.region, self.world)
+        except ValueError as exc:
+            self.state.region = "globe"
+            self._startup_message = f"region from the URL ignored: {exc}"
+        else:
+            self._startup_message = ""
+
+    def _on_message(self, event: param.parameterized.Event) -> None:
+        self.alert.object = event.new
+        self.alert.visible = bool(event.new)
+        if event.new and pn.state.notifications is not None:
+            pn.state.notifications.error(event.new, duration=6000)
+
+    def _template(self) -> pn.template.FastListTemplate:
+        if self._startup_message:
+            self.store.message = self._startup_message
+        world = api.world_name() if self.world is None else self.world
+        map_card = pn.Column(self.alert, self.map.pane, sizing_mode="stretch_width")
+        charts = pn.Row(self.profile.pane, self.sensitivity.pane, sizing_mode="stretch_width")
+        footer = pn.pane.Markdown(
+            f"World **{world}** · perturbations are relative changes of each mechanism group; the engine "
+            "re-solves every land cell's steady state (`proda_engine.api.what_if`). Tap the map for a "
+            "profile; use the box-select tool to total a box.",
+            styles={"font-size": "0.85em", "color": "#57606a"},
+        )
+        return pn.template.FastListTemplate(
+            title=TITLE, sidebar=self.controls.panel(), main=[self.totals.pane, map_card, charts, footer],
+            sidebar_width=330, accent_base_color="#2f6f4f", header_background="#2f6f4f", main_max_width="1500px",
+        )
+
+
+def build_app(world: str | None = None) -> DashboardApp:
+    """A fresh app object for one session (tests keep a handle on it)."""
+    return DashboardApp(world=world)
+
+
+def create_app(world: str | None = None) -> pn.template.FastListTemplate:
+    """The servable template of a fresh per-session app."""
+    return build_app(world).template
+
+
+def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, world: str | None = None,
+          **kwargs) -> None:
+    """Warm the engine, then serve the dashboard (blocking). Binds to 127.0.0.1 unless told otherwise."""
+    if world is not None:
+        os.environ["PRODA_WORLD"] = world  # api.world_name() and the footer follow the served world
+    warm(world)
+    origins = kwargs.pop("websocket_origin", [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"])
+
+    def session() -> pn.template.FastListTemplate:
+        # a plain function (not functools.partial): pn.serve only calls FunctionType objects per session
+        return create_app(world)
+
+    pn.serve(session, port=port, address=address, show=show, title=TITLE, websocket_origin=origins, **kwargs)
+
+
+if pn.state.served:
+    # `panel serve dashboard/app.py`: the module runs once per session; warm() is cached after the first
+    warm()
+    create_app().servable(title=TITLE)
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,119 @@
+"""What the user has picked: region, depth, variable, parameter source and six perturbations.
+
+This is the only state that is shared through the URL (``pn.state.location.sync``), so every value
+is a plain string or integer: a named region is its key in ``api.regions()``, a box drawn on the
+map is ``"box:lon_min,lon_max,lat_min,lat_max"`` (shareable too), and an uploaded polygon is
+``"polygon:<n>"`` (only meaningful in the session that uploaded it).
+
+Perturbations are whole percent (-50..+50) because that is what the sliders show and what reads
+well in a URL (``?A=5&NPP=-10``); :meth:`DashboardState.perturbation` converts them to the engine's
+relative changes (5 -> 0.05).
+"""
+
+from __future__ import annotations
+
+import param
+
+from proda_engine import api
+
+#: Map variables: label shown in the select -> name of the variable in ``WhatIfResult.maps``.
+VARIABLES: dict[str, str] = {
+    "SOC stock": "soc_stock",
+    "SOC change vs baseline": "soc_change",
+    "turnover time": "turnover",
+    "microbial CUE": "cue",
+}
+
+#: Mechanism codes, in the engine's order; each is an integer-percent parameter of the state.
+MECHANISMS: tuple[str, ...] = ("A", "K", "Xi", "V", "I", "NPP")
+
+#: Slider range in percent (the brief: -50..+50 % -> -0.5..0.5 relative change).
+PERTURBATION_BOUNDS: tuple[int, int] = (-50, 50)
+
+#: State parameters mirrored in the URL query string (parameter name -> query key).
+URL_PARAMS: dict[str, str] = {name: name for name in ("region", "depth", "variable", "source", *MECHANISMS)}
+
+BOX_PREFIX = "box:"
+POLYGON_PREFIX = "polygon:"
+
+_MECH_LABELS = api.mechanisms()
+if tuple(_MECH_LABELS) != MECHANISMS:  # the sliders below are declared by hand; fail loudly on drift
+    raise RuntimeError(f"dashboard expects mechanisms {MECHANISMS}, the API offers {tuple(_MECH_LABELS)}")
+
+
+def _pert_param(code: str) -> param.Integer:
+    return param.Integer(0, bounds=PERTURBATION_BOUNDS, label=f"{_MECH_LABELS[code]} ({code}), %",
+                         doc=f"Relative change of the '{_MECH_LABELS[code]}' mechanism group, in percent.")
+
+
+def box_key(lon_min: float, lon_max: float, lat_min: float, lat_max: float) -> str:
+    """Region key of a lat/lon box, rounded to 0.01° so it reads well in a URL."""
+    return f"{BOX_PREFIX}{lon_min:.2f},{lon_max:.2f},{lat_min:.2f},{lat_max:.2f}"
+
+
+def parse_box_key(key: str) -> tuple[float, float, float, float]:
+    """Inverse of :func:`box_key`; raises ``ValueError`` on malformed input (e.g. a hand-edited URL)."""
+    if not key.startswith(BOX_PREFIX):
+        raise ValueError(f"not a box region: {key!r}")
+    parts = [float(v) for v in key[len(BOX_PREFIX):].split(",")]
+    if len(parts) != 4:
+        raise ValueError(f"a box needs 4 numbers (lon_min,lon_max,lat_min,lat_max), got {key!r}")
+    lon_min, lon_max, lat_min, lat_max = parts
+    if not (-90 <= lat_min < lat_max <= 90 and -180 <= lon_min <= 180 and -180 <= lon_max <= 180):
+        raise ValueError(f"box outside the globe or empty: {key!r}")
+    return lon_min, lon_max, lat_min, lat_max
+
+
+def box_label(key: str) -> str:
+    lon_min, lon_max, lat_min, lat_max = parse_box_key(key)
+    return f"box {lon_min:.1f}..{lon_max:.1f}°E, {lat_min:.1f}..{lat_max:.1f}°N"
+
+
+class DashboardState(param.Parameterized):
+    """The user's selection (one instance per browser session).
+
+    Selector objects are filled per instance from the API in ``__init__`` (they depend on the world);
+    ``region`` accepts values outside its list (``check_on_set=False``) so a box from a shared URL is
+    valid before it has been added to the list.
+    """
+
+    region = param.Selector(default="globe", objects={"Globe": "globe"}, check_on_set=False,
+                            doc="Region key: a name of api.regions(), 'box:...' or 'polygon:<n>'.")
+    depth = param.Selector(default="0-100cm", objects=api.depth_intervals(), doc="Depth interval of SOC stocks.")
+    variable = param.Selector(default="soc_stock", objects=VARIABLES, doc="Variable shown on the map.")
+    source = param.Selector(default=None, objects=[], allow_None=True, label="Parameter source",
+                            doc="Where the 21 parameters per cell come from (api.parameter_sources()).")
+    A = _pert_param("A")
+    K = _pert_param("K")
+    Xi = _pert_param("Xi")
+    V = _pert_param("V")
+    I = _pert_param("I")
+    NPP = _pert_param("NPP")
+
+    def __init__(self, world: str | None = None, **params) -> None:
+        regions = api.regions(world)
+        sources = api.parameter_sources(world)
+        super().__init__(**params)
+        # per-instance objects: param copies the Parameter on first instance access, so sessions never
+        # see each other's boxes or polygons
+        self.param.region.objects = {r.label: key for key, r in regions.items()}
+        self.param.source.objects = {label: key for key, label in sources.items()}
+        if self.source is None or self.source not in sources:
+            self.source = next(iter(sources))
+
+    # -- helpers ---------------------------------------------------------------------------
+    def perturbation(self) -> dict[str, float]:
+        """Relative changes for ``api.what_if`` (only non-zero mechanisms; 5 % -> 0.05)."""
+        return {m: getattr(self, m) / 100.0 for m in MECHANISMS if getattr(self, m)}
+
+    def reset_perturbations(self) -> None:
+        """All six sliders back to 0 % in one event (one re-solve, not six)."""
+        self.param.update(**dict.fromkeys(MECHANISMS, 0))
+
+    def add_region_choice(self, key: str, label: str) -> None:
+        """Offer ``key`` in the region select (a drawn box or an uploaded polygon) and select it."""
+        names = dict(self.param.region.names or {})
+        names = {lab: k for lab, k in names.items() if k != key}
+        names[label] = key
+        self.param.region.objects = names  # assign a new dict: never mutate a shared list in place
+        self.region = key

@@ -1,0 +1,96 @@
+"""Sidebar widgets: pick (region, upload, depth, variable, source), what-if sliders, take-away downloads."""
+
+from __future__ import annotations
+
+import io
+
+import panel as pn
+import param
+
+from dashboard.state import MECHANISMS, PERTURBATION_BOUNDS, DashboardState
+from dashboard.store import MAX_UPLOAD_BYTES, ResultStore, csv_bytes, netcdf_bytes, png_bytes
+
+
+class Controls:
+    """Widgets bound to the state (``from_param``) plus upload and download handling."""
+
+    def __init__(self, state: DashboardState, store: ResultStore) -> None:
+        self.state, self.store = state, store
+        self.region = pn.widgets.Select.from_param(state.param.region, name="Region", sizing_mode="stretch_width")
+        self.upload = pn.widgets.FileInput(accept=".json,.geojson", multiple=False, sizing_mode="stretch_width",
+                                           description=f"GeoJSON polygon in lon/lat, at most "
+                                                       f"{MAX_UPLOAD_BYTES // 2**20} MB")
+        self.upload.param.watch(self._on_upload, "value")
+        self.depth = pn.widgets.Select.from_param(state.param.depth, name="Depth interval", sizing_mode="stretch_width")
+        self.variable = pn.widgets.Select.from_param(state.param.variable, name="Map variable",
+                                                     sizing_mode="stretch_width")
+        self.source = pn.widgets.Select.from_param(state.param.source, sizing_mode="stretch_width")
+        # throttled: one re-solve per release / key press, not one per pixel of a drag
+        self.sliders = {
+            m: pn.widgets.IntSlider.from_param(state.param[m], throttled=True, start=PERTURBATION_BOUNDS[0],
+                                               end=PERTURBATION_BOUNDS[1], step=1, sizing_mode="stretch_width",
+                                               css_classes=[f"slider-{m}"])
+            for m in MECHANISMS
+        }
+        self.reset = pn.widgets.Button(label="Reset perturbations", icon="refresh",
+                                       sizing_mode="stretch_width")
+        self.reset.on_click(lambda event: state.reset_perturbations())
+        self.busy = pn.indicators.LoadingSpinner(value=False, size=20, width=24, height=24)
+        store.param.watch(lambda e: setattr(self.busy, "value", e.new), "busy")
+
+        self.download_nc = pn.widgets.FileDownload(callback=self._netcdf, filename="proda_whatif.nc",
+                                                   label="Map (netCDF)", color="primary",
+                                                   sizing_mode="stretch_width", css_classes=["download-nc"])
+        self.download_png = pn.widgets.FileDownload(callback=self._png, filename="proda_whatif.png",
+                                                    label="Map (PNG)", sizing_mode="stretch_width",
+                                                    css_classes=["download-png"])
+        self.download_csv = pn.widgets.FileDownload(callback=self._csv, filename="proda_totals.csv",
+                                                    label="Totals (CSV)", sizing_mode="stretch_width",
+                                                    css_classes=["download-csv"])
+
+    # -- callbacks --------------------------------------------------------------------------
+    def _on_upload(self, event: param.parameterized.Event) -> None:
+        if event.new:
+            self.store.add_polygon(event.new, self.upload.filename)
+
+    def _current(self):
+        if self.store.result is None:
+            raise ValueError("no result to download yet")
+        return self.store.result
+
+    def _download(self, make) -> io.BytesIO | None:
+        # a failing download shows a message; the session stays alive
+        try:
+            return io.BytesIO(make())
+        except Exception as exc:  # any failure becomes a message
+            self.store.fail(exc, "download")
+            return None
+
+    def _netcdf(self) -> io.BytesIO | None:
+        return self._download(lambda: netcdf_bytes(self._current()))
+
+    def _png(self) -> io.BytesIO | None:
+        from dashboard.store import coastline_paths
+
+        return self._download(lambda: png_bytes(self._current(), self.state.variable, self.store.clim(),
+                                                coastline_paths(self.store.world)))
+
+    def _csv(self) -> io.BytesIO | None:
+        return self._download(lambda: csv_bytes(self._current()))
+
+    # -- layout -----------------------------------------------------------------------------
+    def panel(self) -> list:
+        """Sidebar contents, top to bottom."""
+        return [
+            pn.pane.Markdown("### Pick", margin=(0, 10)),
+            self.region,
+            pn.pane.Markdown("Draw a box with the map's box-select tool, or upload a GeoJSON polygon:",
+                             margin=(0, 10), styles={"font-size": "0.85em"}),
+            self.upload,
+            self.depth, self.variable, self.source,
+            pn.Row(pn.pane.Markdown("### What if", margin=(0, 10)), self.busy),
+            *self.sliders.values(),
+            self.reset,
+            pn.pane.Markdown("### Take away", margin=(0, 10)),
+            self.download_nc, self.download_png, self.download_csv,
+        ]

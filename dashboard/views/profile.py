@@ -1,0 +1,46 @@
+"""SOC profile of the tapped cell: baseline (dashed) and perturbed, depth downwards."""
+
+from __future__ import annotations
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+
+from dashboard.store import ResultStore
+from dashboard.views import output_backend
+
+_SOC = hv.Dimension("soc", label="SOC density", unit="kg C m-3")
+_DEPTH = hv.Dimension("depth", label="depth", unit="m")
+
+
+def _curve(ds, label: str) -> hv.Curve:
+    # engine units are g C m-3; kg C m-3 reads better next to stocks in kg C m-2
+    soc = np.asarray(ds["soc"].values, dtype=float) / 1000.0
+    return hv.Curve((soc, np.asarray(ds["depth"].values, dtype=float)), kdims=[_SOC], vdims=[_DEPTH], label=label)
+
+
+class ProfileView:
+    """A DynamicMap on the store's profile outputs; framewise so axes follow each new cell."""
+
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
+        self.dmap = hv.DynamicMap(self._plot, streams=[hv.streams.Params(store, ["profile", "profile_baseline"])])
+        self.pane = pn.pane.HoloViews(
+            self.dmap.opts(hv.opts.Overlay(framewise=True, responsive=True, min_height=300,
+                                           legend_position="bottom_right",
+                                           backend_opts={"plot.output_backend": output_backend()})),
+            sizing_mode="stretch_width", min_height=300, css_classes=["proda-profile"], linked_axes=False,
+        )
+
+    def _plot(self, profile, profile_baseline) -> hv.Overlay:
+        common = dict(framewise=True, invert_yaxis=True, tools=["hover"], show_grid=True)
+        if profile is None:
+            empty = hv.Curve([], kdims=[_SOC], vdims=[_DEPTH]).opts(**common)
+            return hv.Overlay([empty]).opts(title="SOC profile: tap the map", framewise=True)
+        title = f"SOC profile at {profile.attrs['lat']:.2f}°N, {profile.attrs['lon']:.2f}°E"
+        layers = []
+        if profile_baseline is not None:
+            layers.append(_curve(profile_baseline, "baseline").opts(color="#7f7f7f", line_dash="dashed",
+                                                                    line_width=2, **common))
+        layers.append(_curve(profile, "what-if").opts(color="#1f77b4", line_width=3, **common))
+        return hv.Overlay(layers).opts(title=title, framewise=True)

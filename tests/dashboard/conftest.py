@@ -1,0 +1,124 @@
+"""Fixtures for the dashboard tests: a small world, a threaded Panel server, Debian Chromium.
+
+Environment (set before the dashboard is imported): ``PRODA_WORLD=tiny`` for speed, ``PRODA_CACHE``
+in a per-session temporary folder (the world is built once per test session), and WebGL off
+(``PRODA_DASHBOARD_WEBGL=0``), which costs ~1 s per repaint in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["PRODA_WORLD"] = os.environ.get("PRODA_TEST_WORLD", "tiny")
+os.environ["PRODA_DASHBOARD_WEBGL"] = "0"
+if "PRODA_TEST_CACHE" in os.environ:  # reuse a built world across runs when asked to
+    os.environ["PRODA_CACHE"] = os.environ["PRODA_TEST_CACHE"]
+else:
+    os.environ["PRODA_CACHE"] = tempfile.mkdtemp(prefix="proda-dashboard-cache-")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    """pytest-playwright launches Debian's Chromium (never `playwright install`)."""
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict) -> dict:
+    # tall viewport: FastListTemplate's main area scrolls internally, so full_page screenshots miss it
+    return {**browser_context_args, "viewport": {"width": 1500, "height": 1250}, "accept_downloads": True}
+
+
+@pytest.fixture(scope="session")
+def world() -> str:
+    """The test world, built (into the session's cache) and warmed once."""
+    from dashboard.app import warm
+
+    name = os.environ["PRODA_WORLD"]
+    warm(name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(world: str) -> Iterator[tuple[str, list]]:
+    """Serve a per-session factory; yield (url, apps) where ``apps`` collects each session's app."""
+    import panel as pn
+
+    from dashboard.app import build_app
+
+    apps: list = []
+
+    def factory():
+        app = build_app(world)
+        apps.append(app)
+        return app.template
+
+    port = _free_port()
+    server = pn.serve(factory, port=port, address="127.0.0.1", threaded=True, show=False,
+                      websocket_origin=[f"127.0.0.1:{port}"], liveness=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}liveness", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    try:
+        yield url, apps
+    finally:
+        server.stop()
+        server.join(10)
+        pn.state.reset()
+
+
+def wait_until(predicate: Callable[[], bool], page=None, timeout: float = 15.0, what: str = "condition") -> None:
+    """Poll a predicate on Python state (Panel's own pattern), letting the page breathe in between."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except Exception:  # e.g. the session's app does not exist yet
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        if page is not None:
+            page.wait_for_timeout(100)
+        else:
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def wait() -> Callable[..., None]:
+    """The :func:`wait_until` helper as a fixture (test modules do not import conftest)."""
+    return wait_until
