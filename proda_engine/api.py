@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from os import PathLike
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from proda_engine import __version__
@@ -34,9 +35,29 @@ SOURCE_LABELS: dict[str, str] = {
 }
 
 __all__ = [
-    "DEPTH_INTERVALS", "GROUP_LABELS", "MECHANISM_LABELS", "Region", "WhatIfResult", "__version__", "box_region",
-    "coastlines", "depth_intervals", "mechanisms", "parameter_sources", "parameter_table", "polygon_region",
-    "profile", "read_forcing", "regions", "sensitivity", "simulate", "what_if", "world_engine", "world_name",
+    "DEPTH_INTERVALS",
+    "GROUP_LABELS",
+    "MECHANISM_LABELS",
+    "Region",
+    "WhatIfResult",
+    "__version__",
+    "box_region",
+    "coastlines",
+    "depth_intervals",
+    "mechanisms",
+    "observed_sites",
+    "parameter_sources",
+    "parameter_table",
+    "polygon_region",
+    "profile",
+    "read_forcing",
+    "regions",
+    "sensitivity",
+    "simulate",
+    "site_comparison",
+    "what_if",
+    "world_engine",
+    "world_name",
 ]
 
 
@@ -188,6 +209,35 @@ def profile(lat: float, lon: float, *, perturbation: dict[str, float] | None = N
             world: str | None = None) -> xr.Dataset:
     """SOC density by depth at the valid cell nearest to (lat, lon)."""
     return world_engine(world).profile(lat, lon, source=source, perturbation=perturbation)
+
+
+@functools.lru_cache(maxsize=4)
+def _site_set(world: str | None):
+    from proda_engine.data import read_profiles
+    from proda_engine.data.world import ensure_world
+    from proda_engine.products.sites import SiteSet
+
+    paths = ensure_world(world or world_name())
+    if not (paths.wosis_dir / "wosis_201909_profiles.tsv").exists():
+        from proda_engine.workflows import build_twin_world
+
+        build_twin_world(world or world_name())
+    return SiteSet.from_layers(read_profiles(paths.wosis_dir).layers, world_engine(world))
+
+
+def observed_sites(world: str | None = None) -> pd.DataFrame:
+    """Observed profiles of a world: profile_id, lat, lon, n_layers, mean observed topsoil SOC (kg C m-3)."""
+    return _site_set(world).profiles.drop(columns="cell")
+
+
+def site_comparison(*, source: str | None = None, region: str | Region = "globe",
+                    perturbation: dict[str, float] | None = None, world: str | None = None,
+                    max_sites: int | None = 3000) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Observed vs modelled SOC per horizon (kg C m-3) at sites in a region, with pooled metrics
+    (RMSE, MAE, Nash–Sutcliffe E, ...); the model is the site's nearest land cell, PCHIP in depth."""
+    reg = regions(world)[region] if isinstance(region, str) else region
+    return _site_set(world).comparison(world_engine(world), source=source, perturbation=perturbation,
+                                       region=reg, max_sites=max_sites)
 
 
 def coastlines() -> list[np.ndarray]:

@@ -37,3 +37,15 @@ def test_end_to_end_training_writes_a_dashboard_source(tiny):
     assert "proda_e2e" in api.parameter_sources("tiny")
     r = api.what_if({"A": 0.1}, world="tiny", source="proda_e2e")
     assert r.totals["change_pg"] > 0
+
+
+def test_observed_sites_and_comparison(tiny):
+    sites = api.observed_sites("tiny")
+    assert {"profile_id", "lat", "lon", "n_layers", "obs_topsoil_kg_m3"} <= set(sites.columns) and len(sites) > 40
+    rows, metrics = api.site_comparison(world="tiny", source="twin_truth")
+    assert len(rows) > 100 and np.isfinite(rows["modelled_kg_m3"]).all()
+    # the twin's observations are the truth plus ~30 % noise: the truth explains most of the variation
+    assert metrics["e"] > 0.5
+    mid, _ = api.site_comparison(world="tiny", source="midpoint")
+    assert np.abs(mid["modelled_kg_m3"] - mid["observed_kg_m3"]).mean() > np.abs(
+        rows["modelled_kg_m3"] - rows["observed_kg_m3"]).mean()
