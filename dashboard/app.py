@@ -24,6 +24,7 @@ from dashboard.store import ResultStore
 from dashboard.views.controls import Controls
 from dashboard.views.map import MapView
 from dashboard.views.profile import ProfileView
+from dashboard.views.scatter import ScatterView
 from dashboard.views.sensitivity import SensitivityView
 from dashboard.views.totals import TotalsView
 from proda_engine import api
@@ -86,6 +87,7 @@ class DashboardApp(param.Parameterized):
         self.totals = TotalsView(self.store)
         self.profile = ProfileView(self.store)
         self.sensitivity = SensitivityView(self.store)
+        self.scatter = ScatterView(self.store)
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["proda-alert"])
         self.store.param.watch(self._on_message, "message")
         self.template = self._template()
@@ -112,7 +114,7 @@ class DashboardApp(param.Parameterized):
             self.store.message = self._startup_message
         world = api.world_name() if self.world is None else self.world
         map_card = pn.Column(self.alert, self.map.pane, sizing_mode="stretch_width")
-        charts = pn.Row(self.profile.pane, self.sensitivity.pane, sizing_mode="stretch_width")
+        charts = pn.Row(self.profile.pane, self.sensitivity.pane, self.scatter.pane, sizing_mode="stretch_width")
         footer = pn.pane.Markdown(
             f"World **{world}** · perturbations are relative changes of each mechanism group; the engine "
             "re-solves every land cell's steady state (`proda_engine.api.what_if`). Tap the map for a "

@@ -31,7 +31,8 @@ MECHANISMS: tuple[str, ...] = ("A", "K", "Xi", "V", "I", "NPP")
 PERTURBATION_BOUNDS: tuple[int, int] = (-50, 50)
 
 #: State parameters mirrored in the URL query string (parameter name -> query key).
-URL_PARAMS: dict[str, str] = {name: name for name in ("region", "depth", "variable", "source", *MECHANISMS)}
+URL_PARAMS: dict[str, str] = {name: name for name in ("region", "depth", "variable", "source", "sites",
+                                                        *MECHANISMS)}
 
 BOX_PREFIX = "box:"
 POLYGON_PREFIX = "polygon:"
@@ -83,6 +84,7 @@ class DashboardState(param.Parameterized):
     variable = param.Selector(default="soc_stock", objects=VARIABLES, doc="Variable shown on the map.")
     source = param.Selector(default=None, objects=[], allow_None=True, label="Parameter source",
                             doc="Where the 21 parameters per cell come from (api.parameter_sources()).")
+    sites = param.Boolean(False, label="Show observed sites", doc="Overlay the observed soil profiles on the map.")
     A = _pert_param("A")
     K = _pert_param("K")
     Xi = _pert_param("Xi")

@@ -116,6 +116,14 @@ def coastline_paths(world: str | None) -> tuple[np.ndarray, ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=8)
+def observed_sites(world: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lon, lat, observed topsoil SOC kg C m-3) of the world's observed profiles, once per process."""
+    sites = api.observed_sites(world)
+    return (sites["lon"].to_numpy(float), sites["lat"].to_numpy(float),
+            sites["obs_topsoil_kg_m3"].to_numpy(float))
+
+
 @functools.lru_cache(maxsize=64)
 def sensitivity(world: str | None, region: api.Region, depth: str, source: str | None) -> dict[str, dict[str, float]]:
     """``api.sensitivity`` (12 solves), cached per process by (region, depth, source).
@@ -257,6 +265,7 @@ class Outcome:
     result: api.WhatIfResult
     profile: xr.Dataset | None
     profile_baseline: xr.Dataset | None
+    comparison: object = None  # (rows DataFrame, metrics dict) or None when the world has no observations
 
 
 class ResultStore(param.Parameterized):
@@ -269,6 +278,7 @@ class ResultStore(param.Parameterized):
     result = param.ClassSelector(class_=api.WhatIfResult, default=None, doc="Current what-if result.")
     profile = param.ClassSelector(class_=xr.Dataset, default=None, doc="Perturbed SOC profile at the tap.")
     profile_baseline = param.ClassSelector(class_=xr.Dataset, default=None, doc="Baseline SOC profile at the tap.")
+    comparison = param.Parameter(default=None, doc="(observed-vs-modelled rows, pooled metrics) in the region.")
     tap = param.Tuple(default=None, length=2, allow_None=True, doc="(lon, lat) of the last tap on the map.")
     sensitivity = param.Dict(default=None, allow_None=True, doc="api.sensitivity for region/depth/source.")
     sensitivity_key = param.Parameter(default=None, doc="(region, depth, source) the sensitivity belongs to.")
@@ -312,11 +322,17 @@ class ResultStore(param.Parameterized):
                 lon, lat = req.tap
                 prof = api.profile(lat, lon, perturbation=pert, source=req.source, world=self.world)
                 prof0 = api.profile(lat, lon, perturbation=None, source=req.source, world=self.world)
-        return Outcome(result, prof, prof0)
+            try:  # the same cached solve at the observed sites: cheap, but optional
+                comparison = api.site_comparison(source=req.source, region=req.region, perturbation=pert,
+                                                 world=self.world, max_sites=1500)
+            except (FileNotFoundError, ValueError) as exc:
+                log.info("no site comparison: %s", exc)
+                comparison = None
+        return Outcome(result, prof, prof0, comparison)
 
     def _apply(self, out: Outcome) -> None:
         self.param.update(result=out.result, profile=out.profile, profile_baseline=out.profile_baseline,
-                          message="", version=self.version + 1)
+                          comparison=out.comparison, message="", version=self.version + 1)
 
     def fail(self, exc: BaseException, what: str = "request") -> None:
         """Record a failure as a user-facing message (the session keeps running)."""

@@ -147,6 +147,118 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_params(path: Path | None, world, member_dim: str, preset: str | None):
+    """Parameter source of `proda map` / `proda sensitivity`: a theta file, a preset, or the twin truth."""
+    import xarray as xr
+
+    if path is not None and preset is not None:
+        raise SystemExit("give at most one of --params THETA.nc and --preset")
+    if preset is not None:
+        return preset, f"preset {preset}"
+    if path is None:
+        if world.truth is None:
+            raise SystemExit(f"world {world.name!r} has no twin truth; give --params THETA.nc")
+        return world.truth, "twin truth (synthetic world's known parameters)"
+    ds = xr.open_dataset(path)
+    if "theta" not in ds:
+        raise SystemExit(f"{path}: expected a variable 'theta' (unit-interval parameters with a 'parameter' "
+                         f"dimension, optionally lat/lon and {member_dim!r}), found {list(ds.data_vars)}")
+    return ds["theta"], str(path)
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    """``proda map --world NAME [--params THETA.nc | --preset default|midpoint] --out OUT.nc``."""
+    from proda_engine.products.gridded import (
+        gridded_products,
+        group_summaries,
+        load_world,
+        totals_table,
+        write_products,
+    )
+
+    t0 = time.perf_counter()
+    world = load_world(args.world)
+    params, label = _load_params(args.params, world, args.member_dim, args.preset)
+    if args.refine and args.refine > 1:
+        from proda_engine.products.highres import highres_products, highres_totals, write_highres
+
+        ds = highres_products(world, params, factor=args.refine, tile=args.tile, member_dim=args.member_dim)
+        ds.attrs.update(_provenance(args, [args.params] if args.params else []))
+        write_highres(ds, args.out, n_workers=args.workers)
+        import xarray as xr
+
+        with xr.open_dataset(args.out, chunks={"lat": args.tile * args.refine, "lon": args.tile * args.refine}) as f:
+            tot = highres_totals(f)
+        print(f"high-resolution ({ds.attrs['resolution_deg']:.3f} deg, {ds.sizes['lat']} x {ds.sizes['lon']}) "
+              f"products in {time.perf_counter() - t0:.1f} s -> {args.out}")
+        for k, v in tot.items():
+            print(f"  {k}: {v:.4g}")
+        return 0
+    from proda_engine.products.gridded import ParameterSet
+
+    ps = ParameterSet(params, world, member_dim=args.member_dim, label=label)
+    ds = gridded_products(world, ps, keep_members=args.keep_members, chunk_size=args.chunk_size,
+                          coarse_fragments=not args.no_coarse_fragments)
+    ds.attrs.update(_provenance(args, [args.params] if args.params else []))
+    write_products(ds, args.out)
+    tab = totals_table(ds)
+    out = Path(args.out)
+    tab.to_csv(out.with_name(out.stem + "_totals.csv"), index=False)
+    group_summaries(ds, world).to_csv(out.with_name(out.stem + "_groups.csv"), index=False)
+    print(f"mapped {ds.attrs['n_members']} member(s) of {world.n_cells} cells in {time.perf_counter() - t0:.1f} s "
+          f"-> {args.out}")
+    g = tab[tab.region == "globe"]
+    for _, r in g.iterrows():
+        sd = "" if r["sd"] != r["sd"] else f" +- {r['sd']:.3g}"
+        print(f"  globe {r['quantity']:>16s}: {r['mean']:.4g}{sd} {r['units']}")
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    """``proda sensitivity --world NAME [--params THETA.nc] --out DIR``: spec (j) +1 % bulk-process table."""
+    from proda_engine.products.gridded import ParameterSet, load_world
+    from proda_engine.products.sensitivity import marginal_sensitivity
+
+    t0 = time.perf_counter()
+    world = load_world(args.world)
+    params, label = _load_params(args.params, world, args.member_dim, None)
+    res = marginal_sensitivity(world, ParameterSet(params, world, member_dim=args.member_dim, label=label),
+                               chunk_size=args.chunk_size)
+    files = res.write(args.out)
+    s = res.summary()
+    print(f"marginal sensitivity of {world.n_cells} cells, {int(res.curves.attrs['n_members'])} member(s), "
+          f"{time.perf_counter() - t0:.1f} s -> {args.out}")
+    for _, r in s.iterrows():
+        sd = "" if r["plus1pct_stock_pg_sd"] != r["plus1pct_stock_pg_sd"] else f" +- {r['plus1pct_stock_pg_sd']:.3g}"
+        print(f"  +1 % {r['group']:>3s} ({r['metric']}): {r['plus1pct_stock_pg_mean']:+.4g}{sd} Pg C; "
+              f"elasticity {r['elasticity_stock_mean']:+.3f}; turnover {r['plus1pct_turnover_yr_mean']:+.3g} yr")
+    print("files: " + ", ".join(str(p.name) for p in files.values()))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Open the dashboard on a world; the first run builds the world (and, unless --no-train, trains
+    PRODA end to end on its twin observations) into the cache, later runs start in seconds."""
+    from dashboard.app import serve
+    from proda_engine.data.world import ensure_world
+    from proda_engine.workflows import SOURCE_FOR_METHOD, train_world
+
+    world = args.world or "default"
+    paths = ensure_world(world)
+    theta = paths.root / "products" / f"theta_{SOURCE_FOR_METHOD['end-to-end']}.nc"
+    if not args.no_train and not theta.exists():
+        from proda_engine.learning.config import TrainConfig
+
+        print(f"first run: training PRODA end to end on the {world!r} world's twin observations "
+              "(a few minutes; `proda train` retrains)")
+        train_world(world, method="end-to-end", config=TrainConfig(max_epochs=args.train_epochs, patience=5,
+                                                                   batch_size=2048, loss="cost",
+                                                                   method="end-to-end"))
+    print(f"serving the dashboard on http://{args.address}:{args.port}/ (world {world!r}); Ctrl-C stops")
+    serve(port=args.port, address=args.address, show=args.show, world=world)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="proda", description="PRODA engine: CLM5 soil-carbon matrix model, "
                                  "data assimilation, neural up-scaling and global products.")
@@ -191,6 +303,36 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default=None, help="cpu, cuda or auto")
     t.add_argument("--block-size", type=float, default=None, help="spatial split block, degrees (default 5)")
     t.set_defaults(func=cmd_train)
+    v = sub.add_parser("serve", help="open the dashboard (builds the default world and PRODA parameters on first run)")
+    v.add_argument("--world", default=None, help="world name (default: $PRODA_WORLD or the global default)")
+    v.add_argument("--port", type=int, default=5006)
+    v.add_argument("--address", default="127.0.0.1", help="bind address (127.0.0.1 keeps it on this machine)")
+    v.add_argument("--show", action="store_true", help="open a browser tab")
+    v.add_argument("--no-train", action="store_true", help="do not train PRODA on first run")
+    v.add_argument("--train-epochs", type=int, default=15)
+    v.set_defaults(func=cmd_serve)
+    m = sub.add_parser("map", help="gridded forward run of a parameter ensemble: maps, totals, summaries")
+    m.add_argument("--world", default="default", help="world name (tiny, europe, default, ...)")
+    m.add_argument("--params", type=Path, help="netCDF with 'theta' (parameter[, lat, lon][, member]); "
+                   "default: the world's twin truth")
+    m.add_argument("--preset", choices=["default", "midpoint"], help="default CLM5 or theta = 0.5 instead")
+    m.add_argument("--member-dim", default="member", help="name of the ensemble dimension of 'theta'")
+    m.add_argument("--out", type=Path, required=True, help="output .nc (or .zarr with the zarr package)")
+    m.add_argument("--keep-members", action="store_true", help="also write per-member maps")
+    m.add_argument("--chunk-size", type=int, default=20000, help="cells per solve batch (bounds memory)")
+    m.add_argument("--no-coarse-fragments", action="store_true", help="skip the coarse-fragment correction")
+    m.add_argument("--refine", type=int, default=0, help="high-resolution path: refine the grid N times "
+                   "(10: 0.5 -> 0.05 deg) with synthetic sub-grid variability, Dask-chunked")
+    m.add_argument("--tile", type=int, default=16, help="high-resolution tile side in coarse cells")
+    m.add_argument("--workers", type=int, default=1, help="high-resolution: dask threads")
+    m.set_defaults(func=cmd_map)
+    se = sub.add_parser("sensitivity", help="spec (j) marginal '+1 %% bulk-process' sensitivity (table, figures)")
+    se.add_argument("--world", default="default")
+    se.add_argument("--params", type=Path, help="netCDF with 'theta'; default: the world's twin truth")
+    se.add_argument("--member-dim", default="member")
+    se.add_argument("--out", type=Path, required=True, help="output folder")
+    se.add_argument("--chunk-size", type=int, default=20000)
+    se.set_defaults(func=cmd_sensitivity)
     return ap
 
 

@@ -25,6 +25,7 @@ class Controls:
         self.variable = pn.widgets.Select.from_param(state.param.variable, name="Map variable",
                                                      sizing_mode="stretch_width")
         self.source = pn.widgets.Select.from_param(state.param.source, sizing_mode="stretch_width")
+        self.sites = pn.widgets.Checkbox.from_param(state.param.sites, css_classes=["show-sites"])
         # throttled: one re-solve per release / key press, not one per pixel of a drag
         self.sliders = {
             m: pn.widgets.IntSlider.from_param(state.param[m], throttled=True, start=PERTURBATION_BOUNDS[0],
@@ -87,7 +88,7 @@ class Controls:
             pn.pane.Markdown("Draw a box with the map's box-select tool, or upload a GeoJSON polygon:",
                              margin=(0, 10), styles={"font-size": "0.85em"}),
             self.upload,
-            self.depth, self.variable, self.source,
+            self.depth, self.variable, self.source, self.sites,
             pn.Row(pn.pane.Markdown("### What if", margin=(0, 10)), self.busy),
             *self.sliders.values(),
             self.reset,

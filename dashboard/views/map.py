@@ -16,7 +16,7 @@ import numpy as np
 import panel as pn
 
 from dashboard.state import BOX_PREFIX, parse_box_key
-from dashboard.store import ResultStore, coastline_paths, world_extent
+from dashboard.store import ResultStore, coastline_paths, observed_sites, world_extent
 from dashboard.views import output_backend
 
 #: Tallest the map gets (px): keeps small, square worlds from filling several screens.
@@ -52,6 +52,7 @@ class MapView:
             color="#222222", line_width=0.7, alpha=0.8)
         outline = hv.DynamicMap(self._outline, streams=[hv.streams.Params(store, ["result"])])
         marker = hv.DynamicMap(self._marker, streams=[hv.streams.Params(store, ["profile"])])
+        sites = hv.DynamicMap(self._sites, streams=[hv.streams.Params(store.state, ["sites"])])
 
         # linked streams: coordinates arrive in lon/lat (the image's axes)
         self.tap_stream = hv.streams.Tap(source=self.image, x=None, y=None)
@@ -59,7 +60,7 @@ class MapView:
         self.bounds_stream = hv.streams.BoundsXY(source=self.image, bounds=None)
         self.bounds_stream.add_subscriber(self._on_bounds)
 
-        self.overlay = (self.image * coast * outline * marker).opts(
+        self.overlay = (self.image * coast * sites * outline * marker).opts(
             hv.opts.Overlay(xlim=(lon0, lon1), ylim=(lat0, lat1), responsive=True, aspect=self.aspect,
                             min_height=260, max_height=MAX_HEIGHT,
                             backend_opts={"plot.output_backend": output_backend()}),
@@ -111,6 +112,19 @@ class MapView:
             except ValueError:
                 data = []
         return hv.Path(data, kdims=["lon", "lat"]).opts(color="#d62728", line_width=2, line_dash="dashed")
+
+    def _sites(self, sites: bool) -> hv.Points:
+        """Observed profile locations (when the toggle is on), coloured by observed topsoil SOC."""
+        data = []
+        if sites:
+            try:
+                lon, lat, soc = observed_sites(self.store.world)
+                data = np.column_stack([lon, lat, soc])
+            except Exception as exc:  # a world without observations: say so, keep the map
+                self.store.fail(exc, "observed sites")
+        return hv.Points(data, kdims=["lon", "lat"], vdims=[hv.Dimension("soc", label="observed topsoil SOC",
+                                                                          unit="kg C m-3")]).opts(
+            color="#111111", size=2.5, alpha=0.55, tools=["hover"])
 
     def _marker(self, profile) -> hv.Points:
         """Cross on the land cell whose profile is shown (the nearest one to the tap)."""

@@ -28,7 +28,7 @@ def test_state_mirrors_the_api(world):
     assert st.source == next(iter(api.parameter_sources(world)))
     assert list(st.param.depth.objects) == api.depth_intervals()
     assert set(VARIABLES.values()) <= {"soc_stock", "soc_change", "turnover", "cue"}
-    assert set(URL_PARAMS) == {"region", "depth", "variable", "source", *MECHANISMS}
+    assert set(URL_PARAMS) == {"region", "depth", "variable", "source", "sites", *MECHANISMS}
     st.param.update(A=5, NPP=-10)
     assert st.perturbation() == {"A": 0.05, "NPP": -0.1}
     st.reset_perturbations()
@@ -157,3 +157,19 @@ def test_sessions_do_not_share_region_choices(world):
     assert a.state.region.startswith("box:")
     assert b.state.region == "globe"
     assert not any(k.startswith("box:") for k in b.state.param.region.objects)
+
+
+def test_site_comparison_reaches_the_store(world):
+    from dashboard.app import build_app
+
+    app = build_app(world)
+    rows, metrics = app.store.comparison
+    assert len(rows) > 50 and np.isfinite(metrics["e"])
+    app.state.source = "twin_truth"
+    rows, metrics = app.store.comparison
+    assert metrics["e"] > 0.5  # the twin's observations are the truth plus noise
+    app.state.A = 20
+    rows2, _ = app.store.comparison
+    assert not np.allclose(rows2["modelled_kg_m3"], rows["modelled_kg_m3"])  # follows the perturbation
+    overlay = app.map._sites(True)
+    assert len(overlay) == len(api.observed_sites(world))
