@@ -16,6 +16,7 @@ from proda_engine.physics.inputs import input_profile
 from proda_engine.physics.model import SteadyState
 from proda_engine.physics.operator import _mix
 from proda_engine.physics.scalars import diagnostic_modifier
+from proda_engine.physics.threads import kernel_threads
 from proda_engine.physics.transfer import (
     F_L1S1,
     F_L2S1,
@@ -251,9 +252,10 @@ def fused_summaries(res_pools: torch.Tensor, op, params: dict[str, torch.Tensor]
     stocks = np.empty((len(intervals), C))
     cue = np.empty(C)
     status = np.empty(C, dtype=np.int8)
-    _nb_summaries(X, np.ascontiguousarray(op.k.detach().numpy(), dtype=np.float64),
-                  np.ascontiguousarray(op.src.detach().numpy(), dtype=np.float64), W, w,
-                  np.ascontiguousarray(1.0 / taus), np.ascontiguousarray(eff, dtype=np.float64), rtol,
-                  soc, stocks, cue, status)
+    with kernel_threads(C):
+        _nb_summaries(X, np.ascontiguousarray(op.k.detach().numpy(), dtype=np.float64),
+                      np.ascontiguousarray(op.src.detach().numpy(), dtype=np.float64), W, w,
+                      np.ascontiguousarray(1.0 / taus), np.ascontiguousarray(eff, dtype=np.float64), rtol,
+                      soc, stocks, cue, status)
     t = lambda a: torch.from_numpy(a)  # noqa: E731
     return t(status), t(soc), dict(zip(intervals, t(stocks))), t(cue)

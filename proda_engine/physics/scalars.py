@@ -11,6 +11,7 @@ import torch
 
 from proda_engine.grid import Grid
 from proda_engine.physics.forcing import Forcing
+from proda_engine.physics.threads import kernel_threads
 
 T_FREEZE = 273.15  # K
 T_REF = 298.15  # K, reference temperature 25 degC: xi_T = 1 there
@@ -82,7 +83,8 @@ def _month_means_numpy(forcing: Forcing, lnq: torch.Tensor, ws: torch.Tensor, de
     arrs = [np.ascontiguousarray(t.detach().numpy(), dtype=np.float64) for t in
             (forcing.tsoi, forcing.w_scalar, forcing.o_scalar, forcing.fpi, lnq, ws)]
     out = np.empty((6 if deriv else 2, *forcing.tsoi.shape[1:]))
-    _nb_month_means(*arrs, out, deriv)
+    with kernel_threads(forcing.n_cells):
+        _nb_month_means(*arrs, out, deriv)
     t = torch.as_tensor(out, dtype=forcing.dtype)
     return t[0], t[1], (t[2:] if deriv else None)
 

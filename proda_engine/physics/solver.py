@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from proda_engine.physics.operator import Operator
+from proda_engine.physics.threads import kernel_threads
 from proda_engine.physics.transfer import (
     F_CWDL2,
     F_L1S1,
@@ -363,8 +364,9 @@ def solve_numba(op: Operator, *, transpose: bool = False, y: torch.Tensor | None
     ff = _as_np(f.expand(9, f.shape[1], k.shape[2]))
     b = _as_np(y if transpose else src).astype(kk.dtype, copy=False)
     out = np.empty(kk.shape, kk.dtype)
-    _nb_solve(kk, ff.astype(kk.dtype, copy=False), _as_np(lo).astype(kk.dtype, copy=False),
-              _as_np(up).astype(kk.dtype, copy=False), b, out, transpose, BLOCK)
+    with kernel_threads(kk.shape[2]):
+        _nb_solve(kk, ff.astype(kk.dtype, copy=False), _as_np(lo).astype(kk.dtype, copy=False),
+                  _as_np(up).astype(kk.dtype, copy=False), b, out, transpose, BLOCK)
     return torch.from_numpy(out).to(dtype=dtype)
 
 

@@ -30,6 +30,7 @@ import torch
 
 from proda_engine.grid import Grid
 from proda_engine.physics.forcing import Forcing
+from proda_engine.physics.threads import kernel_threads
 
 D_FLOOR = 1e-30  # m2 d-1, spec §(g) numerical floor
 CRYO_MAX_ALT = 2.0  # m: cryoturbation applies when 0 < ALT <= 2 m
@@ -121,7 +122,8 @@ def transport_coefficients(forcing: Forcing, grid: Grid, closure: str = "conserv
     alt = np.ascontiguousarray(forcing.alt.detach().cpu().double().numpy())
     nb = np.ascontiguousarray(forcing.nbedrock.cpu().numpy().astype(np.int64))
     out = np.zeros((6, grid.n_layers, alt.shape[1]))
-    _nb_transport(alt, nb, grid.z_interface_ext, grid.z_node_ext, grid.dn, grid.dz, closure == "legacy", out)
+    with kernel_threads(alt.shape[1]):
+        _nb_transport(alt, nb, grid.z_interface_ext, grid.z_node_ext, grid.dn, grid.dz, closure == "legacy", out)
     kw = {"dtype": forcing.dtype, "device": forcing.device}
     coef = TransportCoefficients(*(torch.as_tensor(out[i], **kw) for i in range(6)))
     forcing._derived[key] = coef
