@@ -23,12 +23,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
+import numpy as np
 import torch
 
 from proda_engine.grid import Grid
 from proda_engine.physics.forcing import Forcing
-from proda_engine.physics.inputs import input_profile, source_vector
+from proda_engine.physics.inputs import DAYS_PER_YEAR, input_profile, source_vector
 from proda_engine.physics.scalars import month_mean_modifiers, xi_depth
+from proda_engine.physics.threads import kernel_threads
 from proda_engine.physics.transfer import (
     F_CWDL2,
     F_L1S1,
@@ -82,14 +85,66 @@ def assemble(params: dict[str, torch.Tensor], forcing: Forcing, grid: Grid,
     m_soil, m_litter = modifiers if modifiers is not None else month_mean_modifiers(
         forcing, params["q10"], params["wscaling"])
     xd = depth_scalar if depth_scalar is not None else xi_depth(grid, params["efolding"])
+    prof = phi if phi is not None else input_profile(forcing, grid, params["beta"])
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (*params.values(), forcing.inputs, m_soil, m_litter, xd, prof))
+    if not needs_grad and forcing.device.type == "cpu" and forcing.dtype == torch.float64:
+        return _assemble_fused(params, forcing, grid, closure, m_soil, m_litter, xd, prof)
     k0 = base_rates(params)  # (7, C)
     soil_env, litter_env = m_soil * xd, m_litter * xd
     k = torch.stack([k0[p] * (litter_env if p in (1, 2, 3) else soil_env) for p in range(7)])
     frac = fraction_tensor(params, L)
     lo, up = transport_coefficients(forcing, grid, closure).rates(params["diffus"], params["cryo"])
-    prof = phi if phi is not None else input_profile(forcing, grid, params["beta"])
     src = source_vector(forcing.inputs, prof, grid)
     return Operator(k=k, frac=frac, lo=lo, up=up, src=src)
+
+
+def _assemble_fused(params, forcing: Forcing, grid: Grid, closure: str, m_soil: torch.Tensor,
+                    m_litter: torch.Tensor, xd: torch.Tensor, phi: torch.Tensor) -> Operator:
+    """Same operator as the torch path (tested to round-off), in one compiled pass: no autograd.
+
+    The what-if path rebuilds the operator on every slider move; as ~25 separate tensor operations
+    over (7, L, C) that cost more than the solve itself.
+    """
+    key = ("transport_stack", grid.name, closure)
+    if key not in forcing._derived:
+        tc = transport_coefficients(forcing, grid, closure)
+        forcing._derived[key] = np.ascontiguousarray(np.stack(
+            [t.numpy() for t in (tc.lo_bio, tc.lo_cryo, tc.lo_floor, tc.up_bio, tc.up_cryo, tc.up_floor)]))
+    coef = forcing._derived[key]
+    L, C = coef.shape[1], coef.shape[2]
+    a = lambda t: np.ascontiguousarray(t.detach().numpy(), dtype=np.float64)  # noqa: E731
+    k = np.empty((7, L, C))
+    lo = np.empty((L, C))
+    up = np.empty((L, C))
+    src = np.empty((4, L, C))
+    with kernel_threads(C):
+        _nb_assemble(a(base_rates(params)), a(m_soil), a(m_litter), a(xd), coef, a(params["diffus"]),
+                     a(params["cryo"]), a(forcing.inputs), a(phi), 1.0 / (DAYS_PER_YEAR * grid.dz), k, lo, up, src)
+    t = torch.from_numpy
+    return Operator(k=t(k), frac=fraction_tensor(params, L), lo=t(lo), up=t(up), src=t(src))
+
+
+@numba.njit(parallel=True, cache=True)
+def _nb_assemble(k0, ms, ml, xd, coef, kb, kc, inputs, phi, inv_dz, k, lo, up, src):
+    """k_pj = k0_p xi_D,j <mods>_pj; lo/up = kappa-weighted transport coefficients; src = I_p phi_j / (365 dz_j)."""
+    L, C = ms.shape
+    for j in numba.prange(L):
+        for c in range(C):
+            s = ms[j, c] * xd[j, c]
+            lt = ml[j, c] * xd[j, c]
+            k[0, j, c] = k0[0, c] * s
+            k[1, j, c] = k0[1, c] * lt
+            k[2, j, c] = k0[2, c] * lt
+            k[3, j, c] = k0[3, c] * lt
+            k[4, j, c] = k0[4, c] * s
+            k[5, j, c] = k0[5, c] * s
+            k[6, j, c] = k0[6, c] * s
+            lo[j, c] = kb[c] * coef[0, j, c] + kc[c] * coef[1, j, c] + coef[2, j, c]
+            up[j, c] = kb[c] * coef[3, j, c] + kc[c] * coef[4, j, c] + coef[5, j, c]
+            f = phi[j, c] * inv_dz[j]
+            for p in range(4):
+                src[p, j, c] = inputs[p, c] * f
 
 
 def _mix(X: torch.Tensor, lo: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

@@ -139,3 +139,14 @@ def test_fused_summaries_match_separate_functions(instance):
     for k, v in dg.interval_stocks(X[4:7].sum(0), g).items():
         torch.testing.assert_close(stocks[k][ok], v[ok], rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(cue[ok], dg.microbial_cue(X, op.frac, p, xhat, g)[ok], rtol=1e-12, atol=0)
+
+
+def test_fused_assembly_equals_the_autograd_path(instance):
+    g, f, th = instance
+    p = params_from_theta(th)
+    fused = assemble(p, f, g)  # no gradients needed -> compiled path
+    with torch.enable_grad():
+        pg = {k: v.clone().requires_grad_(True) for k, v in p.items()}
+        ref = assemble(pg, f, g)
+    for a, b in zip(fused.tensors(), ref.tensors()):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-13, atol=0)
