@@ -22,17 +22,8 @@ from proda_engine.products.attribution import (
     npp_factor,
     plot_explained_variation,
 )
-from proda_engine.products.gridded import CellSolver, gridded_products, load_world
+from proda_engine.products.gridded import CellSolver, gridded_products
 from proda_engine.products.importance import category_importance, default_categories
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PRODA_CACHE", str(tmp_path_factory.mktemp("cache")))
-    w = load_world("tiny")
-    yield w
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

@@ -21,22 +21,12 @@ from proda_engine.products.gridded import (
     default_regions,
     gridded_products,
     group_summaries,
-    load_world,
     regional_totals,
     suffix,
     totals_table,
     write_products,
 )
 from proda_engine.products.regions import Region, total_pg
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PRODA_CACHE", str(tmp_path_factory.mktemp("cache")))
-    w = load_world("tiny")
-    yield w
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from proda_engine.products.gridded import gridded_products, load_world
+from proda_engine.products.gridded import gridded_products
 from proda_engine.products.highres import (
     BANDS,
     SubGrid,
@@ -18,15 +18,6 @@ from proda_engine.products.highres import (
     run_highres,
     write_highres,
 )
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PRODA_CACHE", str(tmp_path_factory.mktemp("cache")))
-    w = load_world("tiny")
-    yield w
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

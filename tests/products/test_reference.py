@@ -8,18 +8,9 @@ import pytest
 import xarray as xr
 
 from proda_engine.data import read_covariates
-from proda_engine.products.gridded import gridded_products, load_world
+from proda_engine.products.gridded import gridded_products
 from proda_engine.products.highres import fine_coords
 from proda_engine.products.reference import compare_reference, guess_intervals, plot_reference, resample_to_grid
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PRODA_CACHE", str(tmp_path_factory.mktemp("cache")))
-    w = load_world("tiny")
-    yield w
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from proda_engine.products.gridded import load_world
 from proda_engine.products.sensitivity import LEVELS, fit_elasticity, marginal_sensitivity
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PRODA_CACHE", str(tmp_path_factory.mktemp("cache")))
-    w = load_world("tiny")
-    yield w
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
