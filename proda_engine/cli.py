@@ -259,6 +259,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``proda evaluate --world NAME [--baselines] [--out DIR]``: held-out skill of every parameter source."""
+    from proda_engine.evaluation import evaluate_world, load_world_sites, run_world_baselines
+
+    t0 = time.perf_counter()
+    if args.baselines:
+        mcmc = {"n_test": args.mcmc_test, "n_formal": args.mcmc_formal}
+        b = run_world_baselines(args.world, n_sites_mcmc=args.mcmc_sites, n_sites_batch=args.batch_sites,
+                                mcmc=mcmc, n_workers=args.workers,
+                                scheduler=None if args.scheduler == "local" else args.scheduler)
+        print(f"baselines in {b.report['seconds']:.0f} s: batch DA -> {b.batch_theta_path}; "
+              f"two-step -> {b.two_step_theta_path}")
+    ws = load_world_sites(args.world)
+    res = evaluate_world(args.world, ws=ws, max_test_sites=args.max_test_sites)
+    out = args.out or (ws.paths.root / "products" / "evaluation")
+    files = res.write(out)
+    print(res.markdown())
+    print(f"evaluated {len(res.methods)} methods on {res.n_test_sites} held-out sites in "
+          f"{time.perf_counter() - t0:.0f} s -> " + ", ".join(str(p) for p in files.values()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="proda", description="PRODA engine: CLM5 soil-carbon matrix model, "
                                  "data assimilation, neural up-scaling and global products.")
@@ -333,6 +355,20 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--out", type=Path, required=True, help="output folder")
     se.add_argument("--chunk-size", type=int, default=20000)
     se.set_defaults(func=cmd_sensitivity)
+    ev = sub.add_parser("evaluate", help="held-out R2 / RMSE / E of default CLM5, batch DA and PRODA (+ twin truth)")
+    ev.add_argument("--world", default="default")
+    ev.add_argument("--baselines", action="store_true", help="first run batch DA and site MCMC -> two-step "
+                    "PRODA on the training sites (writes theta_batch_da.nc, theta_proda_two_step.nc)")
+    ev.add_argument("--out", type=Path, default=None, help="output folder (default <world>/products/evaluation)")
+    ev.add_argument("--mcmc-sites", type=int, default=1000, help="--baselines: training sites given site MCMC")
+    ev.add_argument("--batch-sites", type=int, default=None, help="--baselines: sites in the batch-DA cost")
+    ev.add_argument("--mcmc-test", type=int, default=500, help="--baselines: test-run iterations per chain")
+    ev.add_argument("--mcmc-formal", type=int, default=1500, help="--baselines: formal iterations per chain")
+    ev.add_argument("--scheduler", default="inline", help="--baselines: 'inline' or a Dask address; 'local' "
+                    "starts a local cluster")
+    ev.add_argument("--workers", type=int, default=2)
+    ev.add_argument("--max-test-sites", type=int, default=None, help="evaluate a random subsample of test sites")
+    ev.set_defaults(func=cmd_evaluate)
     return ap
 
 

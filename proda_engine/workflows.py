@@ -157,6 +157,22 @@ class WorldTraining:
     report: dict[str, Any]
 
 
+def _fit_block_size(config: TrainConfig, lat: np.ndarray, lon: np.ndarray, min_blocks: int = 10) -> TrainConfig:
+    """Shrink the spatial-split block on small (regional) worlds so there are enough blocks to split
+    80/20 and then 90/10; the globe keeps the configured size. Logged, never silent."""
+    def n_blocks(b: float) -> int:
+        return len(set(zip(np.floor(lat / b).astype(int), np.floor(lon / b).astype(int))))
+
+    block = config.block_size
+    while n_blocks(block) < min_blocks and block > 0.25:
+        block /= 2
+    if block != config.block_size:
+        log.warning("spatial split: %.2f-degree blocks give fewer than %d blocks on this world; using %.3g degrees",
+                    config.block_size, min_blocks, block)
+        config = config.replace(block_size=block)
+    return config
+
+
 def train_world(world: str = "default", *, method: str = "end-to-end", config: TrainConfig | None = None,
                 max_sites: int | None = None, targets: xr.Dataset | None = None,
                 profiles_dir: Path | None = None) -> WorldTraining:
@@ -180,6 +196,7 @@ def train_world(world: str = "default", *, method: str = "end-to-end", config: T
     categorical = [n for n in CATEGORICAL_COVARIATES if n in covariates]
     if method == "end-to-end":
         sd = site_data(paths, wc, cov, profiles_dir=profiles_dir, max_sites=max_sites, seed=config.seed)
+        config = _fit_block_size(config, sd.lat, sd.lon)
         model = train_end_to_end(sd.table, sd.forcing, sd.observations, config=config, lat=sd.lat, lon=sd.lon,
                                  covariates=covariates, categorical=categorical)
         report = sd.report

@@ -49,3 +49,13 @@ def test_observed_sites_and_comparison(tiny):
     mid, _ = api.site_comparison(world="tiny", source="midpoint")
     assert np.abs(mid["modelled_kg_m3"] - mid["observed_kg_m3"]).mean() > np.abs(
         rows["modelled_kg_m3"] - rows["observed_kg_m3"]).mean()
+
+
+def test_block_size_adapts_to_small_worlds():
+    from proda_engine.workflows import _fit_block_size
+
+    rng = np.random.default_rng(0)
+    lat, lon = rng.uniform(45, 50, 80), rng.uniform(5, 10, 80)
+    assert _fit_block_size(TrainConfig(), lat, lon).block_size < 5.0
+    glat, glon = rng.uniform(-60, 80, 5000), rng.uniform(-180, 180, 5000)
+    assert _fit_block_size(TrainConfig(), glat, glon).block_size == 5.0
