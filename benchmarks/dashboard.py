@@ -127,8 +127,6 @@ def main() -> None:
                 loads.append(time.monotonic() - t0)
             print(f"first page load: {loads[0] * 1000:.0f} ms (first session), {loads[1] * 1000:.0f} ms (next)")
             page.wait_for_timeout(1500)
-            if args.screenshot:
-                page.screenshot(path=args.screenshot)
             page.evaluate(HOOK_JS)
             page.locator(".noUi-handle").first.focus()
             new, back = [], []
@@ -136,6 +134,12 @@ def main() -> None:
                 new.append(_step(page, "ArrowRight"))
             for _ in range(args.moves):
                 back.append(_step(page, "ArrowLeft"))
+            if args.screenshot:  # the docs picture: a tapped profile and the scatter tab open
+                box = page.locator(".proda-map .bk-Canvas").first.bounding_box()
+                page.mouse.click(box["x"] + box["width"] * 0.62, box["y"] + box["height"] * 0.33)
+                page.get_by_text("Observed vs modelled").first.click()
+                page.wait_for_timeout(6000)
+                page.screenshot(path=args.screenshot)
             browser.close()
         for name, rows in (("new position (cold engine solve)", new), ("revisited position (cached)", back)):
             if os.environ.get("PRODA_BENCH_VERBOSE"):

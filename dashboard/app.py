@@ -63,6 +63,8 @@ def warm(world: str | None = None) -> None:
     store_mod.coastline_paths(world)
     for variable in ("soc_stock", "soc_change", "turnover", "cue"):
         store_mod.color_limits(world, state.source, state.depth, variable)
+    if store_mod.has_ensemble(world, state.source):  # solves every member once: do it before any session
+        store_mod.ensemble_spread(world, state.source, state.depth)
     region = store_mod.resolve_region(state.region, world)
     store_mod.sensitivity(world, region, state.depth, state.source)
 
@@ -103,6 +105,9 @@ class DashboardApp(param.Parameterized):
         else:
             self._startup_message = ""
 
+    def _on_tab(self, event: param.parameterized.Event) -> None:
+        self.store.want_comparison = event.new == 1
+
     def _on_message(self, event: param.parameterized.Event) -> None:
         self.alert.object = event.new
         self.alert.visible = bool(event.new)
@@ -114,7 +119,11 @@ class DashboardApp(param.Parameterized):
             self.store.message = self._startup_message
         world = api.world_name() if self.world is None else self.world
         map_card = pn.Column(self.alert, self.map.pane, sizing_mode="stretch_width")
-        charts = pn.Row(self.profile.pane, self.sensitivity.pane, self.scatter.pane, sizing_mode="stretch_width")
+        # the scatter sits in a tab: its comparison is computed only while it is on screen (after the map)
+        self.tabs = pn.Tabs(("Sensitivity", self.sensitivity.pane), ("Observed vs modelled", self.scatter.pane),
+                            dynamic=True, sizing_mode="stretch_width", css_classes=["proda-tabs"])
+        self.tabs.param.watch(self._on_tab, "active")
+        charts = pn.Row(self.profile.pane, self.tabs, sizing_mode="stretch_width")
         footer = pn.pane.Markdown(
             f"World **{world}** · perturbations are relative changes of each mechanism group; the engine "
             "re-solves every land cell's steady state (`proda_engine.api.what_if`). Tap the map for a "

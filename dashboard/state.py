@@ -24,6 +24,34 @@ VARIABLES: dict[str, str] = {
     "microbial CUE": "cue",
 }
 
+#: Extra map layers (label -> key); offered only where the world has them (see ``DashboardState``).
+SPREAD_VARIABLE = "soc_sd"
+MISFIT_VARIABLE = "misfit"
+EXTRA_VARIABLES: dict[str, str] = {
+    "ensemble s.d. of SOC stock": SPREAD_VARIABLE,
+    "model − observation at sites": MISFIT_VARIABLE,
+}
+
+#: Parameter maps are ``"param:<name>"`` (one per row of the 21-parameter table).
+PARAM_PREFIX = "param:"
+
+
+def parameter_variables() -> dict[str, str]:
+    """Select labels -> keys of the 21 parameter maps, e.g. ``"Q10 (q10) [Xi]" -> "param:q10"``."""
+    rows = api.parameter_table()
+    labels = {r["name"]: r for r in rows}
+    return {f"{_PARAM_LABELS.get(n, n)} ({n}) [{labels[n]['group']}]": f"{PARAM_PREFIX}{n}" for n in labels}
+
+
+def variable_label(key: str) -> str:
+    """Human label of any map variable key."""
+    for table in (VARIABLES, EXTRA_VARIABLES, parameter_variables()):
+        for label, k in table.items():
+            if k == key:
+                return label
+    return key
+
+
 #: Mechanism codes, in the engine's order; each is an integer-percent parameter of the state.
 MECHANISMS: tuple[str, ...] = ("A", "K", "Xi", "V", "I", "NPP")
 
@@ -38,6 +66,14 @@ BOX_PREFIX = "box:"
 POLYGON_PREFIX = "polygon:"
 
 _MECH_LABELS = api.mechanisms()
+#: Short parameter labels for the select (the API table carries name, group, units, doc).
+_PARAM_LABELS: dict[str, str] = {
+    "diffus": "bioturbation", "cryo": "cryoturbation", "q10": "Q10", "efolding": "e-folding depth",
+    "taucwd": "tau CWD", "taul1": "tau L1", "taul2": "tau L2/L3", "tau4s1": "tau S1", "tau4s2": "tau S2",
+    "tau4s3": "tau S3", "fl1s1": "f L1->S1", "fl2s1": "f L2->S1", "fl3s2": "f L3->S2", "fs1s2": "f S1->S2",
+    "fs1s3": "f S1->S3", "fs2s1": "f S2->S1", "fs2s3": "f S2->S3", "fs3s1": "f S3->S1", "fcwdl2": "f CWD->L2",
+    "wscaling": "water scaling", "beta": "input beta",
+}
 if tuple(_MECH_LABELS) != MECHANISMS:  # the sliders below are declared by hand; fail loudly on drift
     raise RuntimeError(f"dashboard expects mechanisms {MECHANISMS}, the API offers {tuple(_MECH_LABELS)}")
 
@@ -81,7 +117,8 @@ class DashboardState(param.Parameterized):
     region = param.Selector(default="globe", objects={"Globe": "globe"}, check_on_set=False,
                             doc="Region key: a name of api.regions(), 'box:...' or 'polygon:<n>'.")
     depth = param.Selector(default="0-100cm", objects=api.depth_intervals(), doc="Depth interval of SOC stocks.")
-    variable = param.Selector(default="soc_stock", objects=VARIABLES, doc="Variable shown on the map.")
+    variable = param.Selector(default="soc_stock", objects=VARIABLES, check_on_set=False,
+                              doc="Map variable: a key of VARIABLES, 'soc_sd', 'misfit' or 'param:<name>'.")
     source = param.Selector(default=None, objects=[], allow_None=True, label="Parameter source",
                             doc="Where the 21 parameters per cell come from (api.parameter_sources()).")
     sites = param.Boolean(False, label="Show observed sites", doc="Overlay the observed soil profiles on the map.")
@@ -102,6 +139,9 @@ class DashboardState(param.Parameterized):
         self.param.source.objects = {label: key for key, label in sources.items()}
         if self.source is None or self.source not in sources:
             self.source = next(iter(sources))
+        # every variable any source of this world can show (the spread exists for some sources only;
+        # the store falls back with a message when the current source has none)
+        self.param.variable.objects = {**VARIABLES, **EXTRA_VARIABLES, **parameter_variables()}
 
     # -- helpers ---------------------------------------------------------------------------
     def perturbation(self) -> dict[str, float]:

@@ -28,7 +28,18 @@ import numpy as np
 import param
 import xarray as xr
 
-from dashboard.state import BOX_PREFIX, MECHANISMS, POLYGON_PREFIX, VARIABLES, DashboardState, box_label, parse_box_key
+from dashboard.state import (
+    BOX_PREFIX,
+    MECHANISMS,
+    MISFIT_VARIABLE,
+    PARAM_PREFIX,
+    POLYGON_PREFIX,
+    SPREAD_VARIABLE,
+    DashboardState,
+    box_label,
+    parse_box_key,
+    variable_label,
+)
 from proda_engine import api
 
 log = logging.getLogger(__name__)
@@ -39,6 +50,9 @@ MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 #: One solve at a time per process: the engine's caches are plain dicts and two concurrent solves
 #: on two cores only slow each other down.
 ENGINE_LOCK = threading.Lock()
+
+#: Sites used for the misfit layer and its colour limits (all of the default world's ~2,000 fit easily).
+MAX_MISFIT_SITES = 5000
 
 #: Half-width of the change colour scale as a fraction of the baseline stock's 98th percentile:
 #: CUE +10 % already changes stocks by ~30 % in the twin world, so a narrower scale saturates at once.
@@ -81,19 +95,56 @@ def color_limits(world: str | None, source: str | None, depth: str, variable: st
     Stocks, turnover and CUE use the baseline's 2-98 percentiles; the change map is symmetric
     around zero with half-width ``CHANGE_SCALE`` x the baseline stock's 98th percentile.
     """
+    if variable.startswith(PARAM_PREFIX):  # the source's unperturbed parameter field
+        return _percentile_limits(parameter_field(world, source, variable[len(PARAM_PREFIX):]).values)
+    if variable == SPREAD_VARIABLE:
+        sd = ensemble_spread(world, source, depth)
+        return (0.0, _percentile_limits(sd.values)[1]) if sd is not None else (0.0, 1.0)
+    if variable == MISFIT_VARIABLE:  # symmetric: the sign is the point of this layer
+        with ENGINE_LOCK:
+            mis = api.site_misfit(source, None, world=world, max_sites=MAX_MISFIT_SITES)["misfit_kg_m3"].to_numpy()
+        mis = mis[np.isfinite(mis)]
+        hi = float(np.percentile(np.abs(mis), 95)) if mis.size else 1.0
+        hi = hi if hi > 0 else 1.0
+        return (-hi, hi)
     maps = baseline(world, source, depth).maps
     if variable == "soc_change":
         hi = float(np.nanpercentile(maps["soc_stock_baseline"].values, 98)) * CHANGE_SCALE
         hi = hi if np.isfinite(hi) and hi > 0 else 1.0
         return (-hi, hi)
-    values = maps[variable].values
+    return _percentile_limits(maps[variable].values)
+
+
+def _percentile_limits(values: np.ndarray) -> tuple[float, float]:
+    """2-98 percentiles of the finite values; a constant field is widened so the colour bar works."""
+    values = np.asarray(values)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return (0.0, 1.0)
     lo, hi = (float(v) for v in np.percentile(values, [2, 98]))
-    if hi <= lo:  # a constant field (e.g. one cell): widen so the colour bar still works
+    if hi <= lo:  # a constant field (e.g. one cell)
         lo, hi = lo - 0.5 * abs(lo or 1.0), hi + 0.5 * abs(hi or 1.0)
     return (lo, hi)
+
+
+@functools.lru_cache(maxsize=64)
+def parameter_field(world: str | None, source: str | None, name: str) -> xr.DataArray:
+    """The unperturbed parameter map of a source (colour limits, and the map at zero perturbation)."""
+    with ENGINE_LOCK:
+        return api.parameter_map(name, source, world)
+
+
+@functools.lru_cache(maxsize=16)
+def has_ensemble(world: str | None, source: str | None) -> bool:
+    """Whether the world has an ensemble for ``source`` (decides whether the spread is offered)."""
+    return api.has_ensemble(source, world)
+
+
+@functools.lru_cache(maxsize=32)
+def ensemble_spread(world: str | None, source: str | None, depth: str) -> xr.DataArray | None:
+    """``api.ensemble_spread`` once per process (the first call solves every member)."""
+    with ENGINE_LOCK:
+        return api.ensemble_spread(depth, source, world)
 
 
 @functools.lru_cache(maxsize=8)
@@ -210,12 +261,16 @@ def csv_bytes(result: api.WhatIfResult) -> bytes:
 
 
 def png_bytes(result: api.WhatIfResult, variable: str, clim: tuple[float, float],
-              coastlines: tuple[np.ndarray, ...] = ()) -> bytes:
-    """The current map rendered with matplotlib (Agg, no pyplot: thread-safe, no global figures)."""
+              coastlines: tuple[np.ndarray, ...] = (), *, layer: MapLayer | None = None) -> bytes:
+    """The current map rendered with matplotlib (Agg, no pyplot: thread-safe, no global figures).
+
+    ``layer`` (the map view's current layer) takes precedence over ``result.maps[variable]``, so
+    parameter maps and the ensemble spread download as shown.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    da = result.maps[variable]
+    da = layer.as_dataarray() if layer is not None else result.maps[variable]
     lon, lat = da["lon"].values, da["lat"].values
     dlon = float(np.abs(np.diff(lon)).mean()) if lon.size > 1 else 0.5
     dlat = float(np.abs(np.diff(lat)).mean()) if lat.size > 1 else 0.5
@@ -225,7 +280,8 @@ def png_bytes(result: api.WhatIfResult, variable: str, clim: tuple[float, float]
     fig = Figure(figsize=(width, width * aspect * 0.85 + 0.8), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    cmap = "RdBu_r" if variable == "soc_change" else "viridis"
+    # HoloViews resolves these names like matplotlib does, so the PNG matches the screen
+    cmap = layer.cmap if layer is not None else CMAPS.get(variable, "viridis")
     im = ax.imshow(np.asarray(da.values, dtype=float), origin="lower" if lat[0] < lat[-1] else "upper",
                    extent=extent, cmap=cmap, vmin=clim[0], vmax=clim[1], interpolation="nearest")
     for line in coastlines:
@@ -249,6 +305,57 @@ def png_bytes(result: api.WhatIfResult, variable: str, clim: tuple[float, float]
 # ---------------------------------------------------------------------------------------------
 
 
+#: Colour map per variable (Bokeh/colorcet names HoloViews understands); parameters use CMAP_PARAMETER.
+CMAPS: dict[str, str] = {"soc_stock": "viridis", "soc_change": "RdBu", "turnover": "plasma", "cue": "cividis",
+                         SPREAD_VARIABLE: "magma", MISFIT_VARIABLE: "RdBu_r"}
+CMAP_PARAMETER = "inferno"
+
+
+@dataclass(frozen=True, eq=False)
+class MapLayer:
+    """What the map image shows: float32 values on the (lat, lon) grid and how to draw them.
+
+    ``signature`` is everything but the values: when it is unchanged between two results, the map
+    view only swaps the image data (no re-render of the plot, no colour-mapper or axis changes).
+    """
+
+    variable: str
+    values: np.ndarray  # (lat, lon) float32, NaN off land
+    lon: np.ndarray
+    lat: np.ndarray
+    label: str
+    units: str
+    title: str
+    clim: tuple[float, float]
+    cmap: str
+    colorbar: bool = True
+
+    @property
+    def signature(self) -> tuple:
+        return (self.variable, self.values.shape, float(self.lon[0]), float(self.lat[0]), self.label, self.units,
+                self.title, self.clim, self.cmap, self.colorbar)
+
+    @property
+    def resolution(self) -> float:
+        """Grid spacing in degrees (the larger of lon and lat)."""
+        dlon = float(np.abs(np.diff(self.lon)).mean()) if self.lon.size > 1 else 0.5
+        dlat = float(np.abs(np.diff(self.lat)).mean()) if self.lat.size > 1 else 0.5
+        return max(dlon, dlat)
+
+    def as_dataarray(self) -> xr.DataArray:
+        return xr.DataArray(self.values, dims=("lat", "lon"), coords={"lat": self.lat, "lon": self.lon},
+                            name=self.variable, attrs={"units": self.units, "long_name": self.label})
+
+
+def make_layer(da: xr.DataArray, variable: str, clim: tuple[float, float], title: str, *,
+               cmap: str | None = None, colorbar: bool = True, label: str | None = None) -> MapLayer:
+    """A :class:`MapLayer` from a (lat, lon) DataArray (float32: half the bytes, all the map needs)."""
+    return MapLayer(variable=variable, values=np.ascontiguousarray(da.values, dtype=np.float32),
+                    lon=np.asarray(da["lon"].values, float), lat=np.asarray(da["lat"].values, float),
+                    label=label or variable_label(variable), units=str(da.attrs.get("units", "")), title=title,
+                    clim=clim, cmap=cmap or CMAPS.get(variable, CMAP_PARAMETER), colorbar=colorbar)
+
+
 @dataclass(frozen=True)
 class Request:
     """Everything one what-if solve depends on (a snapshot of the state, hashable)."""
@@ -258,6 +365,7 @@ class Request:
     source: str | None
     perturbation: tuple[tuple[str, float], ...]
     tap: tuple[float, float] | None
+    variable: str = "soc_stock"
 
 
 @dataclass(frozen=True)
@@ -265,20 +373,33 @@ class Outcome:
     result: api.WhatIfResult
     profile: xr.Dataset | None
     profile_baseline: xr.Dataset | None
-    comparison: object = None  # (rows DataFrame, metrics dict) or None when the world has no observations
+    layer: MapLayer | None = None
+    misfit: object = None  # per-site DataFrame when the misfit layer is shown
+    ensemble: dict | None = None  # api.ensemble_totals for region/depth/source, None without an ensemble
+    note: str = ""  # e.g. "no ensemble for this source": shown as the message, the result still applies
 
 
 class ResultStore(param.Parameterized):
     """Current outputs of one session, recomputed whenever the state changes.
 
-    Views watch the output parameters (``result``, ``profile``, ``sensitivity``, ``message``); each
-    output has exactly one writer, so views never race each other.
+    Views watch the output parameters (``result``, ``layer``, ``profile``, ``comparison``, ``sensitivity``,
+    ``message``); each output has exactly one writer, so views never race each other.
+
+    A request runs in two phases so a slider step repaints the map as early as possible: phase 1 solves
+    and builds the map layer, cards and profile; phase 2 (only while the scatter is on screen,
+    ``want_comparison``) interpolates the model to the observed horizons for the scatter.
     """
 
     result = param.ClassSelector(class_=api.WhatIfResult, default=None, doc="Current what-if result.")
+    layer = param.ClassSelector(class_=MapLayer, default=None, doc="What the map image shows.")
+    misfit = param.Parameter(default=None, doc="Per-site model-minus-observation (misfit layer only).")
+    ensemble = param.Dict(default=None, allow_None=True, doc="Ensemble mean/sd of the regional total, if any.")
     profile = param.ClassSelector(class_=xr.Dataset, default=None, doc="Perturbed SOC profile at the tap.")
     profile_baseline = param.ClassSelector(class_=xr.Dataset, default=None, doc="Baseline SOC profile at the tap.")
+    profile_cell = param.Tuple(default=None, length=2, allow_None=True,
+                               doc="(lon, lat) of the profile's cell; changes only when the cell does.")
     comparison = param.Parameter(default=None, doc="(observed-vs-modelled rows, pooled metrics) in the region.")
+    want_comparison = param.Boolean(default=False, doc="The scatter is visible: keep the comparison current.")
     tap = param.Tuple(default=None, length=2, allow_None=True, doc="(lon, lat) of the last tap on the map.")
     sensitivity = param.Dict(default=None, allow_None=True, doc="api.sensitivity for region/depth/source.")
     sensitivity_key = param.Parameter(default=None, doc="(region, depth, source) the sensitivity belongs to.")
@@ -297,7 +418,11 @@ class ResultStore(param.Parameterized):
         self._requested = 0  # generation of the newest request
         self._running = False
         self._sens_running = False
-        state.param.watch(self._on_selection, ["region", "depth", "source", *MECHANISMS])
+        self._cmp_running = False
+        self._cmp_key: tuple | None = None  # (region, source, perturbation) of the current comparison
+        # precedence 1: after the controls (precedence 0), which may first swap an unavailable variable
+        state.param.watch(self._on_selection, ["region", "depth", "source", "variable", *MECHANISMS], precedence=1)
+        self.param.watch(lambda e: self.refresh_comparison() if e.new else None, "want_comparison")
         # the first result is computed inline even when served, so the first page shows a map
         self._requested += 1
         self._refresh_inline()
@@ -311,9 +436,11 @@ class ResultStore(param.Parameterized):
             source=s.source,
             perturbation=tuple(sorted(s.perturbation().items())),
             tap=self.tap,
+            variable=s.variable,
         )
 
     def _compute(self, req: Request) -> Outcome:
+        """Phase 1: the solve, the map layer, cards (+ ensemble) and the tapped profile."""
         pert = dict(req.perturbation)
         with ENGINE_LOCK:
             result = api.what_if(pert, region=req.region, depth=req.depth, source=req.source, world=self.world)
@@ -322,17 +449,66 @@ class ResultStore(param.Parameterized):
                 lon, lat = req.tap
                 prof = api.profile(lat, lon, perturbation=pert, source=req.source, world=self.world)
                 prof0 = api.profile(lat, lon, perturbation=None, source=req.source, world=self.world)
-            try:  # the same cached solve at the observed sites: cheap, but optional
-                comparison = api.site_comparison(source=req.source, region=req.region, perturbation=pert,
-                                                 world=self.world, max_sites=1500)
+        layer, misfit, note = self._layer(req, result, pert)
+        ensemble = None
+        if has_ensemble(self.world, req.source):
+            with ENGINE_LOCK:
+                ensemble = api.ensemble_totals(region=req.region, depth=req.depth, source=req.source,
+                                               world=self.world)
+        return Outcome(result, prof, prof0, layer, misfit, ensemble, note)
+
+    def _layer(self, req: Request, result: api.WhatIfResult, pert: dict[str, float]):
+        """(MapLayer, misfit DataFrame or None, note) for the requested map variable."""
+        variable, depth = req.variable, req.depth
+        clim = color_limits(self.world, req.source, depth, variable)
+        label = variable_label(variable)
+        if variable.startswith(PARAM_PREFIX):
+            name = variable[len(PARAM_PREFIX):]
+            if pert:
+                with ENGINE_LOCK:
+                    da = api.parameter_map(name, req.source, self.world, perturbation=pert)
+            else:
+                da = parameter_field(self.world, req.source, name)
+            units = da.attrs.get("units", "")
+            return make_layer(da, variable, clim, f"parameter {label} ({units})"), None, ""
+        if variable == SPREAD_VARIABLE:
+            sd = ensemble_spread(self.world, req.source, depth)
+            if sd is not None:
+                n = sd.attrs.get("n_members", "?")
+                return (make_layer(sd, variable, clim, f"{label}, {depth}, {n} members (kg C m-2)"), None, "")
+            note = f"no ensemble for source {req.source!r}: showing the SOC stock"
+            variable = "soc_stock"
+            clim, label = color_limits(self.world, req.source, depth, variable), variable_label(variable)
+        else:
+            note = ""
+        if variable == MISFIT_VARIABLE:
+            try:
+                with ENGINE_LOCK:
+                    misfit = api.site_misfit(req.source, pert, region=req.region, world=self.world,
+                                             max_sites=MAX_MISFIT_SITES)
             except (FileNotFoundError, ValueError) as exc:
-                log.info("no site comparison: %s", exc)
-                comparison = None
-        return Outcome(result, prof, prof0, comparison)
+                log.info("no site misfit: %s", exc)
+                misfit, note = None, f"no observed sites in this world: {exc}"
+            # under the points: the SOC stock in grey, so the diverging colours belong to the sites
+            stock = result.maps["soc_stock"]
+            return (make_layer(stock, variable, color_limits(self.world, req.source, depth, "soc_stock"),
+                               f"model − observation at sites (kg C m-3; blue < 0 < red, scale ±"
+                               f"{color_limits(self.world, req.source, depth, MISFIT_VARIABLE)[1]:.3g}) "
+                               f"over SOC stock {depth}",
+                               cmap="Greys", colorbar=False, label="SOC stock"), misfit, note)
+        da = result.maps[variable]
+        units = da.attrs.get("units", "")
+        depth_txt = f", {depth}" if variable in ("soc_stock", "soc_change") else ""
+        return make_layer(da, variable, clim, f"{label}{depth_txt} ({units})"), None, note
 
     def _apply(self, out: Outcome) -> None:
-        self.param.update(result=out.result, profile=out.profile, profile_baseline=out.profile_baseline,
-                          comparison=out.comparison, message="", version=self.version + 1)
+        cell = (out.profile.attrs["lon"], out.profile.attrs["lat"]) if out.profile is not None else None
+        update = dict(result=out.result, layer=out.layer, misfit=out.misfit, ensemble=out.ensemble,
+                      profile=out.profile, profile_baseline=out.profile_baseline, message=out.note,
+                      version=self.version + 1)
+        if cell != self.profile_cell:  # the marker re-renders only when the cell changes
+            update["profile_cell"] = cell
+        self.param.update(**update)
 
     def fail(self, exc: BaseException, what: str = "request") -> None:
         """Record a failure as a user-facing message (the session keeps running)."""
@@ -364,6 +540,7 @@ class ResultStore(param.Parameterized):
         except Exception as exc:  # any failure becomes a message
             self.fail(exc, "what-if")
             return
+        self.refresh_comparison()
         self.refresh_sensitivity()
 
     async def _refresh_async(self) -> None:
@@ -389,7 +566,55 @@ class ResultStore(param.Parameterized):
             self._running = False
             self.busy = False
         if not self.message:
+            self.refresh_comparison()
             self.refresh_sensitivity()
+
+    # -- observed vs modelled (phase 2, only while the scatter is visible) ------------------
+    def _comparison_key(self) -> tuple | None:
+        if self.result is None or not self.want_comparison:
+            return None
+        req = self._request()
+        return (req.region, req.source, req.perturbation)
+
+    def _compute_comparison(self, key: tuple):
+        region, source, pert = key
+        try:  # the same cached solve at the observed sites: cheap, but optional
+            with ENGINE_LOCK:
+                return api.site_comparison(source=source, region=region, perturbation=dict(pert),
+                                           world=self.world, max_sites=1500)
+        except (FileNotFoundError, ValueError) as exc:
+            log.info("no site comparison: %s", exc)
+            return None
+
+    def refresh_comparison(self) -> None:
+        """Bring the scatter's comparison up to date (after the map, and only if it is wanted)."""
+        try:
+            key = self._comparison_key()
+        except Exception as exc:
+            self.fail(exc, "site comparison")
+            return
+        if key is None or key == self._cmp_key:
+            return
+        if not self.background:
+            self.comparison, self._cmp_key = self._compute_comparison(key), key
+            return
+        param.parameterized.async_executor(self._comparison_async)
+
+    async def _comparison_async(self) -> None:
+        if self._cmp_running:
+            return
+        self._cmp_running = True
+        try:
+            while True:
+                key = self._comparison_key()
+                if key is None or key == self._cmp_key:
+                    break
+                cmp = await asyncio.to_thread(self._compute_comparison, key)
+                if key == self._comparison_key():
+                    self._cmp_key = key
+                    self.comparison = cmp
+        finally:
+            self._cmp_running = False
 
     # -- sensitivity (slow on the globe: only when region/depth/source change) -------------
     def _sens_key(self) -> tuple[api.Region, str, str | None] | None:
@@ -460,9 +685,11 @@ class ResultStore(param.Parameterized):
 
     # -- convenience for views -------------------------------------------------------------
     def clim(self, variable: str | None = None) -> tuple[float, float]:
+        if variable is None and self.layer is not None:
+            return self.layer.clim
         s = self.state
         return color_limits(self.world, s.source, s.depth, variable or s.variable)
 
     def variable_label(self, variable: str | None = None) -> str:
-        variable = variable or self.state.variable
-        return {v: k for k, v in VARIABLES.items()}[variable]
+        return variable_label(variable or self.state.variable)
+

@@ -44,8 +44,12 @@ __all__ = [
     "box_region",
     "coastlines",
     "depth_intervals",
+    "ensemble_spread",
+    "ensemble_totals",
+    "has_ensemble",
     "mechanisms",
     "observed_sites",
+    "parameter_map",
     "parameter_sources",
     "parameter_table",
     "polygon_region",
@@ -55,6 +59,7 @@ __all__ = [
     "sensitivity",
     "simulate",
     "site_comparison",
+    "site_misfit",
     "what_if",
     "world_engine",
     "world_name",
@@ -245,3 +250,77 @@ def coastlines() -> list[np.ndarray]:
     from proda_engine.data.outlines import load_coastlines
 
     return load_coastlines()
+
+
+# ---------------------------------------------------------------------------------------------
+# Extra map layers: parameters, ensemble spread, model-minus-observation at sites
+# ---------------------------------------------------------------------------------------------
+
+
+def parameter_map(name: str, source: str | None = None, world: str | None = None, *,
+                  perturbation: dict[str, float] | None = None) -> xr.DataArray:
+    """One of the 21 parameters of ``source`` on the (lat, lon) grid: the physical value (``units``,
+    ``long_name``, ``lower``, ``upper``, ``group`` in attrs) with the unit-interval ``theta`` as a 2-D
+    coordinate; under ``perturbation`` the values the what-if solve used. NaN off land."""
+    from proda_engine.products.layers import parameter_map as _pmap
+
+    return _pmap(world_engine(world), name, source, perturbation)
+
+
+_MEMBER_CACHE = None
+
+
+def _member_stocks(source: str | None, world: str | None):
+    """Solved ensemble members of ``source`` (cached per process), or None if the world has none."""
+    global _MEMBER_CACHE
+    from proda_engine.data.world import ensure_world
+    from proda_engine.products.layers import MemberCache, members_path
+
+    eng = world_engine(world)
+    source = source or next(iter(eng.sources))
+    path = members_path(ensure_world(world or world_name()).root, source)
+    if not path.exists():
+        return None
+    if _MEMBER_CACHE is None:
+        _MEMBER_CACHE = MemberCache()
+    return _MEMBER_CACHE.get((world or world_name(), source), path, eng)
+
+
+def has_ensemble(source: str | None = None, world: str | None = None) -> bool:
+    """Whether the world holds an ensemble product for ``source`` (``products/theta_<source>_members.nc``)."""
+    from proda_engine.data.world import ensure_world
+    from proda_engine.products.layers import members_path
+
+    eng = world_engine(world)
+    return members_path(ensure_world(world or world_name()).root, source or next(iter(eng.sources))).exists()
+
+
+def ensemble_spread(depth: str, source: str | None = None, world: str | None = None) -> xr.DataArray | None:
+    """Across-member s.d. of the unperturbed SOC stock map (kg C m-2) when the world has an ensemble
+    product for ``source``; None otherwise. Each member is solved once per process, then cached."""
+    ms = _member_stocks(source, world)
+    return None if ms is None else ms.spread(depth, source or next(iter(world_engine(world).sources)))
+
+
+def ensemble_totals(*, region: str | Region = "globe", depth: str = "0-100cm", source: str | None = None,
+                    world: str | None = None) -> dict[str, float] | None:
+    """Regional SOC total over the ensemble members (Pg C): ``mean_pg``, ``sd_pg``, ``n_members``;
+    None when the world has no ensemble for ``source``."""
+    ms = _member_stocks(source, world)
+    if ms is None:
+        return None
+    reg = regions(world)[region] if isinstance(region, str) else region
+    return ms.totals(depth, reg)
+
+
+def site_misfit(source: str | None = None, perturbation: dict[str, float] | None = None, *,
+                region: str | Region = "globe", world: str | None = None,
+                max_sites: int | None = 3000) -> pd.DataFrame:
+    """Per observed site in ``region``: profile_id, lat, lon, n_horizons, mean observed and modelled SOC
+    and their mean difference ``misfit_kg_m3`` (model minus observation, kg C m-3), from
+    :func:`site_comparison`."""
+    from proda_engine.products.layers import site_misfit as _misfit
+
+    rows, _ = site_comparison(source=source, region=region, perturbation=perturbation, world=world,
+                              max_sites=max_sites)
+    return _misfit(rows)

@@ -7,8 +7,47 @@ import io
 import panel as pn
 import param
 
-from dashboard.state import MECHANISMS, PERTURBATION_BOUNDS, DashboardState
-from dashboard.store import MAX_UPLOAD_BYTES, ResultStore, csv_bytes, netcdf_bytes, png_bytes
+from dashboard.state import (
+    EXTRA_VARIABLES,
+    MECHANISMS,
+    MISFIT_VARIABLE,
+    PERTURBATION_BOUNDS,
+    SPREAD_VARIABLE,
+    VARIABLES,
+    DashboardState,
+    parameter_variables,
+)
+from dashboard.store import (
+    MAX_UPLOAD_BYTES,
+    ResultStore,
+    csv_bytes,
+    has_ensemble,
+    netcdf_bytes,
+    observed_sites,
+    png_bytes,
+)
+
+
+def variable_groups(world: str | None, source: str | None) -> dict[str, dict[str, str]]:
+    """Options of the map-variable select, grouped; the spread only where ``source`` has an ensemble
+    and the misfit only where the world has observed sites."""
+    extra = {}
+    if has_ensemble(world, source):
+        extra[_label(SPREAD_VARIABLE)] = SPREAD_VARIABLE
+    try:
+        if len(observed_sites(world)[0]):
+            extra[_label(MISFIT_VARIABLE)] = MISFIT_VARIABLE
+    except Exception:  # a world without observations: no misfit layer
+        pass
+    groups = {"What if": dict(VARIABLES)}
+    if extra:
+        groups["Uncertainty and observations"] = extra
+    groups["Parameters of the source (21)"] = parameter_variables()
+    return groups
+
+
+def _label(key: str) -> str:
+    return next(label for label, k in EXTRA_VARIABLES.items() if k == key)
 
 
 class Controls:
@@ -22,8 +61,17 @@ class Controls:
                                                        f"{MAX_UPLOAD_BYTES // 2**20} MB")
         self.upload.param.watch(self._on_upload, "value")
         self.depth = pn.widgets.Select.from_param(state.param.depth, name="Depth interval", sizing_mode="stretch_width")
-        self.variable = pn.widgets.Select.from_param(state.param.variable, name="Map variable",
-                                                     sizing_mode="stretch_width")
+        # a grouped select (what-if maps, uncertainty/observations, the 21 parameters), kept in step
+        # with ``state.variable`` by hand because ``from_param`` cannot group options
+        groups = variable_groups(store.world, state.source)
+        self.variable = pn.widgets.Select(label="Map variable", groups=groups, sizing_mode="stretch_width",
+                                          css_classes=["variable-select"])
+        if self._offered(state.variable):
+            self.variable.value = state.variable
+        self.variable.param.watch(lambda e: setattr(state, "variable", e.new), "value")
+        state.param.watch(self._on_state_variable, "variable")
+        # runs before the store (its watcher has precedence 1): a source without an ensemble is never asked for one
+        state.param.watch(self._on_source, "source")
         self.source = pn.widgets.Select.from_param(state.param.source, sizing_mode="stretch_width")
         self.sites = pn.widgets.Checkbox.from_param(state.param.sites, css_classes=["show-sites"])
         # throttled: one re-solve per release / key press, not one per pixel of a drag
@@ -50,6 +98,20 @@ class Controls:
                                                     css_classes=["download-csv"])
 
     # -- callbacks --------------------------------------------------------------------------
+    def _offered(self, key: str) -> bool:
+        return any(key in opts.values() for opts in self.variable.groups.values())
+
+    def _on_state_variable(self, event: param.parameterized.Event) -> None:
+        if self._offered(event.new) and self.variable.value != event.new:
+            self.variable.value = event.new
+
+    def _on_source(self, event: param.parameterized.Event) -> None:
+        """Offer the spread only for sources with an ensemble; leave it if the new source has none."""
+        self.variable.groups = variable_groups(self.store.world, event.new)
+        if not self._offered(self.state.variable):
+            self.state.variable = "soc_stock"
+        self.variable.value = self.state.variable
+
     def _on_upload(self, event: param.parameterized.Event) -> None:
         if event.new:
             self.store.add_polygon(event.new, self.upload.filename)
@@ -74,7 +136,7 @@ class Controls:
         from dashboard.store import coastline_paths
 
         return self._download(lambda: png_bytes(self._current(), self.state.variable, self.store.clim(),
-                                                coastline_paths(self.store.world)))
+                                                coastline_paths(self.store.world), layer=self.store.layer))
 
     def _csv(self) -> io.BytesIO | None:
         return self._download(lambda: csv_bytes(self._current()))

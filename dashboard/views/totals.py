@@ -1,4 +1,5 @@
-"""Cards with the regional totals: SOC stock, change vs baseline, turnover (mean, median), CUE.
+"""Cards with the regional totals: SOC stock, change vs baseline, turnover (mean, median), CUE, and,
+where the source has an ensemble, the members' baseline total as mean ± s.d. (hidden otherwise).
 
 Each card is its own pane with its own CSS class, written by one watcher only (no shared panes).
 """
@@ -47,6 +48,18 @@ def card_contents(totals: dict | None) -> dict[str, str]:
     }
 
 
+def ensemble_card(ensemble: dict | None, depth: str = "") -> str:
+    """The ensemble card: unperturbed regional total over the members, mean ± s.d. (Pg C)."""
+    if not ensemble:
+        return card_html("Ensemble baseline", "–")
+    sd = ensemble["sd_pg"]
+    # two significant digits of the s.d. decide the decimals of both numbers
+    dec = max(0, 1 - math.floor(math.log10(sd))) if sd and math.isfinite(sd) and sd > 0 else 1
+    value = f"{_fmt(ensemble['mean_pg'], f',.{dec}f')} ± {_fmt(sd, f',.{dec}f')} Pg C"
+    return card_html("Ensemble baseline", value,
+                     f"{ensemble['n_members']} members (mean ± s.d.){', ' + depth if depth else ''}")
+
+
 class TotalsView:
     """A row of five cards following ``store.result``."""
 
@@ -55,10 +68,21 @@ class TotalsView:
         self.cards = {k: pn.pane.HTML("", css_classes=[f"card-{k}"], sizing_mode="stretch_width", margin=(4, 6),
                                       min_width=150)
                       for k in CARDS}
-        # a Row shares the width evenly between the five cards
-        self.pane = pn.Row(*self.cards.values(), sizing_mode="stretch_width", css_classes=["proda-cards"])
+        self.ensemble = pn.pane.HTML("", css_classes=["card-ensemble"], sizing_mode="stretch_width", margin=(4, 6),
+                                     min_width=150, visible=False)
+        # a Row shares the width evenly between the cards
+        self.pane = pn.Row(*self.cards.values(), self.ensemble, sizing_mode="stretch_width",
+                           css_classes=["proda-cards"])
         store.param.watch(self._update, ["result"])
+        store.param.watch(self._update_ensemble, ["ensemble"])
         self._update()
+        self._update_ensemble()
+
+    def _update_ensemble(self, *events: param.parameterized.Event) -> None:
+        ens = self.store.ensemble
+        if ens:
+            self.ensemble.object = ensemble_card(ens, self.store.state.depth)
+        self.ensemble.visible = bool(ens)
 
     def _update(self, *events: param.parameterized.Event) -> None:
         result = self.store.result

@@ -43,12 +43,39 @@ def browser_context_args(browser_context_args: dict) -> dict:
     return {**browser_context_args, "viewport": {"width": 1500, "height": 1250}, "accept_downloads": True}
 
 
+#: Source that gets a synthetic ensemble in the test world (the default source has none: both paths run).
+ENSEMBLE_SOURCE = "twin_truth"
+
+
+def write_test_ensemble(name: str, n_members: int = 4) -> Path:
+    """``products/theta_twin_truth_members.nc``: the truth plus small per-member noise (test-only data)."""
+    import numpy as np
+    import xarray as xr
+
+    from proda_engine.data.world import ensure_world
+
+    root = ensure_world(name).root
+    path = root / "products" / f"theta_{ENSEMBLE_SOURCE}_members.nc"
+    if path.exists():
+        return path
+    path.parent.mkdir(exist_ok=True)
+    with xr.open_dataset(root / "truth_parameters.nc") as ds:
+        theta = ds["theta"].load()
+    rng = np.random.default_rng(0)
+    members = [(theta + 0.05 * rng.standard_normal(theta.shape)).clip(0.01, 0.97) for _ in range(n_members)]
+    ens = xr.concat(members, dim="member").assign_coords(member=np.arange(n_members))
+    xr.Dataset({"theta": ens}).to_netcdf(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def world() -> str:
-    """The test world, built (into the session's cache) and warmed once."""
+    """The test world, built (into the session's cache), given an ensemble for one source, warmed once."""
     from dashboard.app import warm
 
     name = os.environ["PRODA_WORLD"]
+    if name == "tiny":
+        write_test_ensemble(name)
     warm(name)
     return name
 

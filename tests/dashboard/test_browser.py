@@ -183,3 +183,38 @@ def test_bad_upload_shows_message_and_session_survives(page: Page, served, wait,
          page, what="polygon region")
     assert app.store.result.totals["n_cells"] > 0
     assert app.store.message == ""
+
+
+def test_parameter_map_variable(page: Page, served, wait, artifacts):
+    url, apps = served
+    app = _open(page, url, apps, wait)
+    label = "Q10 (q10) [Xi]"
+    _select(page, label).select_option(label)
+    wait(lambda: app.store.layer.variable == "param:q10", page, what="parameter map")
+    assert app.store.layer.units == "1" and app.store.message == ""
+    clim = app.store.layer.clim
+    # the re-render for the new variable may land a tick after the store: wait for it before stepping
+    wait(lambda: app.map._shown == app.store.layer.signature, page, what="parameter map rendered")
+    swaps = app.map.stats["swaps"]
+    handle = page.locator(".noUi-handle").nth(2)  # environmental modifiers (Xi) moves Q10
+    handle.focus()
+    page.keyboard.press("ArrowRight")
+    wait(lambda: app.store.result.perturbation["Xi"] == pytest.approx(0.01), page, what="Xi +1 % solved")
+    wait(lambda: app.map.stats["swaps"] > swaps, page, what="image data swapped")
+    assert app.store.layer.clim == clim  # the scale stays fixed
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(artifacts / "dashboard-parameter-q10.png"))
+
+
+def test_misfit_layer_and_scatter_tab(page: Page, served, wait, artifacts):
+    url, apps = served
+    app = _open(page, url, apps, wait)
+    label = "model − observation at sites"
+    _select(page, label).select_option(label)
+    wait(lambda: app.store.misfit is not None and app.store.layer.variable == "misfit", page, what="misfit layer")
+    assert len(app.store.misfit) > 10 and app.store.comparison is None  # scatter tab not open yet
+    page.get_by_text("Observed vs modelled").first.click()
+    wait(lambda: app.store.comparison is not None, page, what="comparison after opening the tab")
+    expect(page.locator(".proda-scatter .bk-Canvas").first).to_be_visible(timeout=10_000)
+    page.wait_for_timeout(600)
+    page.screenshot(path=str(artifacts / "dashboard-misfit.png"))

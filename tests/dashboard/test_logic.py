@@ -163,6 +163,8 @@ def test_site_comparison_reaches_the_store(world):
     from dashboard.app import build_app
 
     app = build_app(world)
+    assert app.store.comparison is None  # not computed while the scatter is not on screen
+    app.store.want_comparison = True
     rows, metrics = app.store.comparison
     assert len(rows) > 50 and np.isfinite(metrics["e"])
     app.state.source = "twin_truth"
@@ -173,3 +175,158 @@ def test_site_comparison_reaches_the_store(world):
     assert not np.allclose(rows2["modelled_kg_m3"], rows["modelled_kg_m3"])  # follows the perturbation
     overlay = app.map._sites(True)
     assert len(overlay) == len(api.observed_sites(world))
+
+
+# ---------------------------------------------------------------------------------------------
+# extra map layers: parameters, ensemble spread, misfit at sites; data swap; Datashader path
+# ---------------------------------------------------------------------------------------------
+
+
+def _image_source(root):
+    from bokeh.models import ColumnDataSource, GlyphRenderer
+    from bokeh.models import Image as ImageGlyph
+
+    rend = next(r for r in root.select({"type": GlyphRenderer}) if isinstance(r.glyph, ImageGlyph))
+    assert isinstance(rend.data_source, ColumnDataSource)
+    return rend.data_source
+
+
+def test_api_parameter_map(world):
+    from proda_engine.parameters import PARAMETER_INDEX, PARAMETERS
+
+    da = api.parameter_map("q10", "twin_truth", world)
+    p = PARAMETERS[PARAMETER_INDEX["q10"]]
+    assert da.dims == ("lat", "lon") and da.attrs["units"] == p.units and "Q10" in da.attrs["long_name"]
+    land = np.isfinite(da.values)
+    eng = api.world_engine(world)
+    np.testing.assert_array_equal(land, np.isfinite(eng.to_grid(np.ones(eng.cells.size))))  # NaN off land only
+    theta = da["theta"].values[land]
+    assert ((theta > 0) & (theta <= 1)).all()
+    np.testing.assert_allclose(da.values[land], p.lower + theta * (p.upper - p.lower))
+    up = api.parameter_map("q10", "twin_truth", world, perturbation={"Xi": 0.2})
+    assert np.nanmean(up["theta"].values) > np.nanmean(da["theta"].values)  # what the solve used
+    dflt = api.parameter_map("efolding", "default_clm5", world)
+    assert np.nanmax(dflt.values) == pytest.approx(10.0)  # CLM5's default, outside the prior
+    with pytest.raises(ValueError, match="unknown parameter"):
+        api.parameter_map("nope", None, world)
+
+
+def test_api_ensemble_spread_and_totals(world):
+    assert api.ensemble_spread("0-100cm", "midpoint", world) is None  # no ensemble product
+    assert api.ensemble_totals(source="midpoint", world=world) is None
+    sd = api.ensemble_spread("0-100cm", "twin_truth", world)
+    assert sd.attrs["units"] == "kg C m-2" and sd.attrs["n_members"] == 4
+    land = np.isfinite(api.what_if(None, source="twin_truth", world=world).maps["soc_stock"].values)
+    assert (sd.values[land] > 0).all() and np.isnan(sd.values[~np.isfinite(sd.values)]).all()
+    tot = api.ensemble_totals(source="twin_truth", depth="0-100cm", world=world)
+    assert tot["n_members"] == 4 and tot["sd_pg"] > 0 and tot["mean_pg"] > 0
+
+
+def test_api_site_misfit(world):
+    mis = api.site_misfit("twin_truth", None, world=world)
+    rows, _ = api.site_comparison(source="twin_truth", world=world)
+    assert len(mis) == rows["profile_id"].nunique() and {"lat", "lon", "misfit_kg_m3"} <= set(mis.columns)
+    one = rows[rows["profile_id"] == mis["profile_id"].iloc[0]]
+    assert mis["misfit_kg_m3"].iloc[0] == pytest.approx((one["modelled_kg_m3"] - one["observed_kg_m3"]).mean())
+    more = api.site_misfit("twin_truth", {"A": 0.2}, world=world)
+    assert more["misfit_kg_m3"].mean() > mis["misfit_kg_m3"].mean()  # more CUE, more modelled SOC
+
+
+def test_slider_step_swaps_image_data_only(world):
+    from dashboard.app import build_app
+
+    app = build_app(world)
+    doc = Document()
+    root = app.map.pane.get_root(doc)
+    doc.add_root(root)
+    src = _image_source(root)
+    mapper = next(iter(root.select({"type": LinearColorMapper})))
+    renders, before = app.map.stats["renders"], (mapper.low, mapper.high)
+    app.state.A = 10
+    assert app.map.stats["renders"] == renders and app.map.stats["swaps"] == 1  # no HoloViews re-render
+    shown = src.data["image"][0]
+    expected = app.store.result.maps["soc_stock"].values.astype(np.float32)
+    np.testing.assert_array_equal(np.isnan(shown), np.isnan(expected))
+    assert np.nanmax(np.abs(np.sort(shown[np.isfinite(shown)]) - np.sort(expected[np.isfinite(expected)]))) == 0
+    assert (mapper.low, mapper.high) == before
+    app.state.variable = "param:q10"  # a different kind of map: a real re-render
+    assert app.map.stats["renders"] == renders + 1
+    assert app.store.layer.units == "1" and "Q10" in app.store.layer.title
+
+
+def test_parameter_layer_follows_perturbation_with_fixed_limits(world):
+    from dashboard.app import build_app
+
+    app = build_app(world)
+    app.state.param.update(source="twin_truth", variable="param:tau4s3")
+    layer0 = app.store.layer
+    app.state.K = 20
+    layer1 = app.store.layer
+    assert layer1.clim == layer0.clim and layer1.signature == layer0.signature
+    assert np.nanmean(layer1.values) > np.nanmean(layer0.values)
+    assert "Parameters of the source (21)" in app.controls.variable.groups
+    assert len(app.controls.variable.groups["Parameters of the source (21)"]) == 21
+
+
+def test_ensemble_variable_and_card_only_where_an_ensemble_exists(world):
+    from dashboard.app import build_app
+    from dashboard.state import SPREAD_VARIABLE
+
+    app = build_app(world)
+    offered = lambda: any(SPREAD_VARIABLE in g.values() for g in app.controls.variable.groups.values())  # noqa: E731
+    assert app.state.source != "twin_truth" and not offered() and not app.totals.ensemble.visible
+    app.state.source = "twin_truth"
+    assert offered() and app.totals.ensemble.visible and "±" in app.totals.ensemble.object
+    app.state.variable = SPREAD_VARIABLE
+    assert app.store.layer.variable == SPREAD_VARIABLE and app.store.layer.clim[0] == 0.0
+    assert "4 members" in app.store.layer.title
+    app.state.source = "midpoint"  # no ensemble: the variable is withdrawn, the map falls back
+    assert not offered() and app.state.variable == "soc_stock" and app.store.message == ""
+    assert app.store.layer.variable == "soc_stock" and not app.totals.ensemble.visible
+
+
+def test_misfit_layer_points_and_diverging_limits(world):
+    from dashboard.app import build_app
+    from dashboard.store import color_limits
+
+    app = build_app(world)
+    app.state.variable = "misfit"
+    mis = app.store.misfit
+    assert len(mis) > 10 and app.store.layer.cmap == "Greys" and not app.store.layer.colorbar
+    lo, hi = color_limits(world, app.state.source, app.state.depth, "misfit")
+    assert lo == -hi > -np.inf and hi > 0
+    pts = app.map._misfit(mis)
+    assert len(pts) == len(mis)
+    doc = Document()
+    doc.add_root(app.map.pane.get_root(doc))  # renders with the points layer
+    app.state.variable = "soc_stock"
+    assert app.store.misfit is None
+
+
+def test_fine_grid_is_rasterized_and_coarse_grid_is_not(world):
+    """Datashader path: a synthetic 0.1° layer goes through rasterize; 0.5° stays a plain image."""
+    import holoviews as hv
+
+    from dashboard.app import build_app
+    from dashboard.store import make_layer
+    from dashboard.views.map import MapView, use_rasterize
+
+    app = build_app(world)
+    assert not use_rasterize(app.store.layer) and not app.map.rasterized  # the 0.5° test world
+    lon = np.arange(-29.95, 30.0, 0.1)
+    lat = np.arange(-14.95, 15.0, 0.1)
+    values = np.sin(np.deg2rad(lat))[:, None] * np.cos(np.deg2rad(lon))[None, :]
+    import xarray as xr
+
+    da = xr.DataArray(values, dims=("lat", "lon"), coords={"lat": lat, "lon": lon}, attrs={"units": "1"})
+    fine = make_layer(da, "soc_stock", (-1.0, 1.0), "synthetic 0.1°")
+    assert fine.resolution == pytest.approx(0.1) and use_rasterize(fine)
+    app.store.layer = fine
+    view = MapView(app.store)
+    assert view.rasterized
+    fig = hv.render(view.overlay.opts(responsive=False, width=400, height=250, clone=True))
+    src = _image_source(fig)
+    assert src.data["image"][0].shape != values.shape  # aggregated to the plot, not the native grid
+    renders = view.stats["renders"]
+    app.store.layer = make_layer(da * 2, "soc_stock", (-1.0, 1.0), "synthetic 0.1°")
+    assert view.stats["renders"] == renders + 1 and view.stats["swaps"] == 0  # rasterize: re-render path
