@@ -128,9 +128,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     import xarray as xr
 
     from proda_engine.learning.config import TrainConfig
-    from proda_engine.workflows import train_world
+    from proda_engine.workflows import default_train_config, train_world
 
-    cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    cfg = TrainConfig.from_yaml(args.config) if args.config else default_train_config(args.method)
     overrides = {k: v for k, v in (("max_epochs", args.epochs), ("seed", args.seed), ("device", args.device),
                                    ("block_size", args.block_size)) if v}
     cfg = cfg.replace(**overrides)
@@ -247,13 +247,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     paths = ensure_world(world)
     theta = paths.root / "products" / f"theta_{SOURCE_FOR_METHOD['end-to-end']}.nc"
     if not args.no_train and not theta.exists():
-        from proda_engine.learning.config import TrainConfig
 
         print(f"first run: training PRODA end to end on the {world!r} world's twin observations "
               "(a few minutes; `proda train` retrains)")
-        train_world(world, method="end-to-end", config=TrainConfig(max_epochs=args.train_epochs, patience=5,
-                                                                   batch_size=2048, loss="cost",
-                                                                   method="end-to-end"))
+        from proda_engine.workflows import default_train_config
+
+        train_world(world, method="end-to-end", config=default_train_config(max_epochs=args.train_epochs))
     print(f"serving the dashboard on http://{args.address}:{args.port}/ (world {world!r}); Ctrl-C stops")
     serve(port=args.port, address=args.address, show=args.show, world=world)
     return 0
@@ -278,6 +277,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(res.markdown())
     print(f"evaluated {len(res.methods)} methods on {res.n_test_sites} held-out sites in "
           f"{time.perf_counter() - t0:.0f} s -> " + ", ".join(str(p) for p in files.values()))
+    return 0
+
+
+def cmd_scenario(args: argparse.Namespace) -> int:
+    """``proda scenario --world NAME --warming 2 --npp 0.1 --years 100 [--source ...] --out OUT.nc``."""
+    from proda_engine.data import write_netcdf_atomic
+    from proda_engine.scenario_api import scenario
+
+    t0 = time.perf_counter()
+    sources = [s for item in (args.source or []) for s in item.split(",") if s] or None
+    ds = scenario(args.world, warming=args.warming, npp=args.npp, water=args.water, amplification=args.amplification,
+                  years=args.years, ramp_years=args.ramp_years, thaw_per_kelvin=args.thaw_per_kelvin, source=sources,
+                  coarsen=args.coarsen, seasonal=args.seasonal, map_years=args.map_years)
+    ds.attrs.update(_provenance(args, []))
+    write_netcdf_atomic(ds, args.out)
+    print(f"scenario ({ds.attrs['n_cells']} cells, {args.years} years) in {time.perf_counter() - t0:.1f} s "
+          f"-> {args.out}")
+    for src in ds["source"].values:
+        d = ds.sel(source=src)
+        print(f"  {src}: initial {float(d['soc_initial_global']):.1f} Pg C, change after {args.years} yr "
+              f"{float(d['soc_change_global'][-1]):+.2f} Pg C, steady state under the full change "
+              f"{float(d['soc_change_equilibrium_global']):+.1f} Pg C")
     return 0
 
 
@@ -331,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--address", default="127.0.0.1", help="bind address (127.0.0.1 keeps it on this machine)")
     v.add_argument("--show", action="store_true", help="open a browser tab")
     v.add_argument("--no-train", action="store_true", help="do not train PRODA on first run")
-    v.add_argument("--train-epochs", type=int, default=15)
+    v.add_argument("--train-epochs", type=int, default=40, help="upper bound; early stopping usually ends sooner")
     v.set_defaults(func=cmd_serve)
     m = sub.add_parser("map", help="gridded forward run of a parameter ensemble: maps, totals, summaries")
     m.add_argument("--world", default="default", help="world name (tiny, europe, default, ...)")
@@ -369,6 +390,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--workers", type=int, default=2)
     ev.add_argument("--max-test-sites", type=int, default=None, help="evaluate a random subsample of test sites")
     ev.set_defaults(func=cmd_evaluate)
+    sc = sub.add_parser("scenario", help="climate scenario: transient SOC change (monthly implicit steps) per source")
+    sc.add_argument("--world", default=None, help="world name (default $PRODA_WORLD or 'default')")
+    sc.add_argument("--warming", type=float, default=0.0, help="soil warming at the end of the ramp, K")
+    sc.add_argument("--amplification", type=float, default=0.0, help="latitude amplification a: dT (1 + a (lat/90)^2)")
+    sc.add_argument("--npp", type=float, default=0.0, help="relative change of carbon input (0.1 = +10 %%)")
+    sc.add_argument("--water", type=float, default=0.0, help="relative change of the water scalar")
+    sc.add_argument("--years", type=int, default=100)
+    sc.add_argument("--ramp-years", type=int, default=None, help="linear ramp length (default --years)")
+    sc.add_argument("--thaw-per-kelvin", type=float, default=0.15, help="permafrost active-layer deepening, m/K")
+    sc.add_argument("--source", action="append", help="parameter source(s), repeat or comma-separate "
+                    "(e.g. proda_e2e,batch_da,default_clm5,homogeneous_mean)")
+    sc.add_argument("--coarsen", type=int, default=4, help="every n-th cell in lat and lon (1 = all cells)")
+    sc.add_argument("--seasonal", action="store_true", help="monthly operators (default: annual-mean operators)")
+    sc.add_argument("--map-years", type=int, nargs="*", default=[25, 50], help="years with stored maps (+ the last)")
+    sc.add_argument("--out", type=Path, required=True, help="output netCDF")
+    sc.set_defaults(func=cmd_scenario)
     return ap
 
 

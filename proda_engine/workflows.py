@@ -68,6 +68,18 @@ log = logging.getLogger(__name__)
 
 SOURCE_FOR_METHOD = {"end-to-end": "proda_e2e", "two-step": "proda_two_step"}
 
+#: End-to-end defaults measured on the default world (docs/evaluation.md; configs/train_e2e.yaml):
+#: squared error of log SOC (the spec's relative-error cost biased totals ~30 % low on noisy data).
+E2E_DEFAULTS: dict[str, Any] = {"method": "end-to-end", "loss": "log_mse", "batch_size": 1024, "lr": 2e-3,
+                                "max_epochs": 40, "patience": 8}
+
+
+def default_train_config(method: str = "end-to-end", **overrides: Any) -> TrainConfig:
+    """The project's default training setup for ``method`` (end to end: :data:`E2E_DEFAULTS`)."""
+    base = dict(E2E_DEFAULTS) if method == "end-to-end" else {"method": method}
+    base.update(overrides)
+    return TrainConfig.from_dict(base)
+
 
 def _unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     la, lo = np.deg2rad(lat), np.deg2rad(lon)
