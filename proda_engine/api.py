@@ -324,3 +324,14 @@ def site_misfit(source: str | None = None, perturbation: dict[str, float] | None
     rows, _ = site_comparison(source=source, region=region, perturbation=perturbation, world=world,
                               max_sites=max_sites)
     return _misfit(rows)
+
+
+def scenario(*args, **kwargs):
+    """Climate scenario on a world: transient SOC trajectories and the warmed steady state.
+
+    See :func:`proda_engine.scenario_api.scenario` (warming in K, NPP and water-scalar changes as
+    fractions, ramp over ``years``, parameter ``source``); returns an xarray Dataset.
+    """
+    from proda_engine.scenario_api import scenario as _scenario
+
+    return _scenario(*args, **kwargs)

@@ -15,6 +15,8 @@ from proda_engine.physics.transfer import TRANSFERS
 def dense_matrix(op: Operator, cells: np.ndarray | slice | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Return (M, b) for the selected cells: M (C, 7L, 7L) with dX/dt = M X + b, b (C, 7L).
 
+    With ``op.shift`` set, M = -(G + diag(shift)) (the implicit-step matrix); ``src`` may have 4 or 7 pools.
+
     Index of pool p (0..6), layer j (0..L-1) is p*L + j (spec §(a) layout). Steady state: X = M^-1 (-b).
     """
     sel = slice(None) if cells is None else cells
@@ -37,8 +39,12 @@ def dense_matrix(op: Operator, cells: np.ndarray | slice | None = None) -> tuple
         M[:, rows, rows] -= (lo + up).T
         M[:, rows[1:], rows[:-1]] += lo[1:].T
         M[:, rows[:-1], rows[1:]] += up[:-1].T
+    if op.shift is not None:  # implicit-step operator: -(G + diag(shift)) on every pool's diagonal
+        sh = op.shift_lc().detach().cpu().numpy()[:, sel]
+        for p in range(7):
+            M[:, p * L + jj, p * L + jj] -= sh.T
     b = np.zeros((C, n))
-    for p in range(4):
+    for p in range(src.shape[0]):
         b[:, p * L:(p + 1) * L] = src[p].T
     return M, b
 

@@ -17,6 +17,15 @@ so that for a non-CWD pool p in layer j
     (G X)_{p,j} = k_pj X_pj - sum_d f_{d->p} k_dj X_dj + (lo_j + up_j) X_pj - lo_j X_p,j-1 - up_j X_p,j+1
 
 and for CWD (no transport) (G X)_{0,j} = k_0j X_0j.
+
+Two optional generalisations serve the implicit transient step (I/dt + G) X_{m+1} = X_m/dt + I_m
+(:mod:`proda_engine.physics.transient`):
+
+* ``shift`` (C,) or (L, C), d-1, default None (= 0): a diagonal added to every pool,
+  G_s = G + diag(shift). Transfers between pools still use the decay rate k (the shift is not a
+  decay: it carries no carbon anywhere).
+* ``src`` may be (7, L, C): a right-hand side for all seven pools (the SOC entries are zero for the
+  steady state, but not for a time step).
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ class Operator:
     lo: torch.Tensor
     up: torch.Tensor
     src: torch.Tensor
+    shift: torch.Tensor | None = None  # (C,) or (L, C), d-1; None means 0 (the steady-state operator)
 
     @property
     def n_layers(self) -> int:
@@ -67,7 +77,15 @@ class Operator:
         return int(self.k.shape[2])
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
+        """(k, frac, lo, up, src); the optional ``shift`` is separate (see :meth:`shift_lc`)."""
         return (self.k, self.frac, self.lo, self.up, self.src)
+
+    def shift_lc(self) -> torch.Tensor | None:
+        """The diagonal shift broadcast to (L, C), or None when there is none."""
+        if self.shift is None:
+            return None
+        s = self.shift if self.shift.dim() == 2 else self.shift[None, :]
+        return s.expand(self.n_layers, self.n_cells)
 
 
 def assemble(params: dict[str, torch.Tensor], forcing: Forcing, grid: Grid,
@@ -173,10 +191,15 @@ def apply_operator(op: Operator, X: torch.Tensor) -> torch.Tensor:
     ])
     out = F - recv
     mixed = _mix(X[1:], op.lo, op.up)
-    return torch.cat([out[:1], out[1:] + mixed], 0)
+    GX = torch.cat([out[:1], out[1:] + mixed], 0)
+    s = op.shift_lc()
+    return GX if s is None else GX + s * X
 
 
 def rhs(op: Operator) -> torch.Tensor:
-    """The right-hand side b = I as (7, L, C): inputs in CWD and litter, zero in SOC pools."""
+    """The right-hand side b as (7, L, C): inputs in CWD and litter, zero in SOC pools (unless
+    ``src`` already holds all seven pools)."""
+    if op.src.shape[0] == 7:
+        return op.src
     z = torch.zeros_like(op.src[:3])
     return torch.cat([op.src, z], 0)

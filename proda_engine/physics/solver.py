@@ -24,6 +24,12 @@ Two interchangeable backends compute the same numbers:
 
 :func:`solve` wraps either in an autograd Function whose backward pass is one transposed structured
 solve plus a matrix-free contraction: dL/dtheta = -lambda^T (dG/dtheta) X, dL/db = lambda.
+
+Implicit time steps (:mod:`proda_engine.physics.transient`) solve (G + diag(s)) X = b with the same
+structure: the optional ``Operator.shift`` s (d-1) is added to every pool's diagonal (CWD:
+X_CWD = b_CWD / (k_CWD + s), whose decay flux k_CWD X_CWD no longer equals b_CWD), and b may carry
+all seven pools (``src`` (7, L, C)). With ``shift=None`` and a 4-pool ``src`` every backend runs
+exactly the steady-state arithmetic (bit-identical results).
 """
 
 from __future__ import annotations
@@ -113,6 +119,9 @@ def _block_thomas_torch(D: list[list[torch.Tensor]], a: torch.Tensor, c: torch.T
 def _soil_blocks(op: Operator, transpose: bool) -> list[list[torch.Tensor]]:
     k, f = op.k, op.frac
     v = op.lo + op.up
+    sh = op.shift_lc()
+    if sh is not None:
+        v = v + sh
     z = torch.zeros_like(k[4])
     D = [
         [k[4] + v, -f[F_S2S1] * k[5], -f[F_S3S1] * k[6]],
@@ -134,13 +143,21 @@ def _transposed_couplings(lo: torch.Tensor, up: torch.Tensor) -> tuple[torch.Ten
 def solve_torch(op: Operator) -> torch.Tensor:
     """Forward structured solve G X = b with torch operations; returns X (7, L, C)."""
     k, f, lo, up, src = op.tensors()
+    sh = op.shift_lc()
     v = lo + up
-    x0 = src[0] / k[0]
-    fcwd = src[0]  # = k_CWD X_CWD exactly: the CWD decay flux equals its input
+    if sh is None:
+        x0 = src[0] / k[0]
+        fcwd = src[0]  # = k_CWD X_CWD exactly: the CWD decay flux equals its input
+    else:
+        x0 = src[0] / (k[0] + sh)
+        fcwd = k[0] * x0  # part of the CWD "loss" is the shift (carbon kept for the next step)
+        v = v + sh
     x1 = _thomas_torch(k[1] + v, lo, up, src[1])
     x2 = _thomas_torch(k[2] + v, lo, up, src[2] + f[F_CWDL2] * fcwd)
     x3 = _thomas_torch(k[3] + v, lo, up, src[3] + (1 - f[F_CWDL2]) * fcwd)
     r = [f[F_L1S1] * k[1] * x1 + f[F_L2S1] * k[2] * x2, f[F_L3S2] * k[3] * x3, torch.zeros_like(x1)]
+    if src.shape[0] == 7:
+        r = [r[i] + src[4 + i] for i in range(3)]
     xs = _block_thomas_torch(_soil_blocks(op, False), lo, up, r)
     return torch.cat([torch.stack([x0, x1, x2, x3]), xs], 0)
 
@@ -148,13 +165,17 @@ def solve_torch(op: Operator) -> torch.Tensor:
 def solve_transposed_torch(op: Operator, y: torch.Tensor) -> torch.Tensor:
     """Transposed structured solve G^T lambda = y with torch operations; y, lambda (7, L, C)."""
     k, f, lo, up, _ = op.tensors()
-    v = lo + up
+    sh = op.shift_lc()
+    v = lo + up if sh is None else lo + up + sh
     aT, cT = _transposed_couplings(lo, up)
     ls = _block_thomas_torch(_soil_blocks(op, True), aT, cT, [y[4], y[5], y[6]])
     l1 = _thomas_torch(k[1] + v, aT, cT, y[1] + f[F_L1S1] * k[1] * ls[0])
     l2 = _thomas_torch(k[2] + v, aT, cT, y[2] + f[F_L2S1] * k[2] * ls[0])
     l3 = _thomas_torch(k[3] + v, aT, cT, y[3] + f[F_L3S2] * k[3] * ls[1])
-    l0 = y[0] / k[0] + f[F_CWDL2] * l2 + (1 - f[F_CWDL2]) * l3
+    if sh is None:
+        l0 = y[0] / k[0] + f[F_CWDL2] * l2 + (1 - f[F_CWDL2]) * l3
+    else:  # (k0 + s) l0 - k0 (f l2 + (1 - f) l3) = y0
+        l0 = (y[0] + k[0] * (f[F_CWDL2] * l2 + (1 - f[F_CWDL2]) * l3)) / (k[0] + sh)
     return torch.cat([torch.stack([l0.expand_as(l1), l1, l2, l3]), ls], 0)
 
 
@@ -178,8 +199,10 @@ def _cb(lo, up, j, c, L, tr):  # coupling to layer below
 
 
 @numba.njit(cache=True)
-def _nb_thomas(kp, lo, up, rhs, out, c0, n, tr, cp, dp):
-    """Thomas solve for one pool over cells c0..c0+n: rhs (L, n) scratch -> out (L, C) view."""
+def _nb_thomas(kp, lo, up, rhs, out, c0, n, tr, cp, dp, sh, has_shift):
+    """Thomas solve for one pool over cells c0..c0+n: rhs (L, n) scratch -> out (L, C) view.
+
+    ``has_shift``: add the diagonal shift sh (L, C) (implicit time step)."""
     L = kp.shape[0]
     for j in range(L):
         for i in range(n):
@@ -187,6 +210,8 @@ def _nb_thomas(kp, lo, up, rhs, out, c0, n, tr, cp, dp):
             a = _ca(lo, up, j, c, L, tr)
             b = _cb(lo, up, j, c, L, tr)
             d = kp[j, c] + lo[j, c] + up[j, c]
+            if has_shift:
+                d += sh[j, c]
             if j == 0:
                 m = d
                 dp[j, i] = rhs[j, i] / m
@@ -202,7 +227,7 @@ def _nb_thomas(kp, lo, up, rhs, out, c0, n, tr, cp, dp):
 
 
 @numba.njit(cache=True)
-def _nb_soil(k, frac, lo, up, rhs, out, c0, n, tr, E, Y):
+def _nb_soil(k, frac, lo, up, rhs, out, c0, n, tr, E, Y, sh, has_shift):
     """3x3 block-tridiagonal solve for S1-S3: rhs (3, L, n) scratch -> out (3, L, C) view."""
     L = k.shape[1]
     per_layer = frac.shape[1] > 1
@@ -214,6 +239,8 @@ def _nb_soil(k, frac, lo, up, rhs, out, c0, n, tr, E, Y):
             k5 = k[5, j, c]
             k6 = k[6, j, c]
             v = lo[j, c] + up[j, c]
+            if has_shift:
+                v += sh[j, c]
             a00 = k4 + v
             a11 = k5 + v
             a22 = k6 + v
@@ -286,11 +313,14 @@ def _nb_soil(k, frac, lo, up, rhs, out, c0, n, tr, E, Y):
 
 
 @numba.njit(parallel=True, cache=True)
-def _nb_solve(k, frac, lo, up, b, out, tr, block):
-    """Structured solve of G X = b (tr=False, b = sources (4, L, C)) or G^T X = b (tr=True, b (7, L, C))."""
+def _nb_solve(k, frac, lo, up, b, out, tr, block, sh, has_shift):
+    """Structured solve of G X = b (tr=False, b = sources (4 or 7, L, C)) or G^T X = b (tr=True, b (7, L, C)).
+
+    With ``has_shift`` G is G + diag(sh), sh (L, C) (implicit time step)."""
     L = k.shape[1]
     C = k.shape[2]
     per_layer = frac.shape[1] > 1
+    full_rhs = b.shape[0] == 7
     nblk = (C + block - 1) // block
     for blk in numba.prange(nblk):
         c0 = blk * block
@@ -302,9 +332,16 @@ def _nb_solve(k, frac, lo, up, b, out, tr, block):
         E = np.empty((9, L, n), k.dtype)
         Y = np.empty((3, L, n), k.dtype)
         if not tr:
+            fc = np.empty((L, n), k.dtype)  # CWD decay flux k X (= input b when there is no shift)
             for j in range(L):
                 for i in range(n):
-                    out[0, j, c0 + i] = b[0, j, c0 + i] / k[0, j, c0 + i]
+                    c = c0 + i
+                    if has_shift:
+                        out[0, j, c] = b[0, j, c] / (k[0, j, c] + sh[j, c])
+                        fc[j, i] = k[0, j, c] * out[0, j, c]
+                    else:
+                        out[0, j, c] = b[0, j, c] / k[0, j, c]
+                        fc[j, i] = b[0, j, c]
             for p in range(1, 4):
                 for j in range(L):
                     jf = j if per_layer else 0
@@ -312,11 +349,11 @@ def _nb_solve(k, frac, lo, up, b, out, tr, block):
                         c = c0 + i
                         r = b[p, j, c]
                         if p == 2:
-                            r += frac[0, jf, c] * b[0, j, c]
+                            r += frac[0, jf, c] * fc[j, i]
                         elif p == 3:
-                            r += (1.0 - frac[0, jf, c]) * b[0, j, c]
+                            r += (1.0 - frac[0, jf, c]) * fc[j, i]
                         rl[j, i] = r
-                _nb_thomas(k[p], lo, up, rl, out[p], c0, n, False, cp, dp)
+                _nb_thomas(k[p], lo, up, rl, out[p], c0, n, False, cp, dp, sh, has_shift)
             for j in range(L):
                 jf = j if per_layer else 0
                 for i in range(n):
@@ -325,13 +362,17 @@ def _nb_solve(k, frac, lo, up, b, out, tr, block):
                                    + frac[2, jf, c] * k[2, j, c] * out[2, j, c])
                     rs[1, j, i] = frac[3, jf, c] * k[3, j, c] * out[3, j, c]
                     rs[2, j, i] = 0.0
-            _nb_soil(k, frac, lo, up, rs, out[4:7], c0, n, False, E, Y)
+                    if full_rhs:
+                        rs[0, j, i] += b[4, j, c]
+                        rs[1, j, i] += b[5, j, c]
+                        rs[2, j, i] += b[6, j, c]
+            _nb_soil(k, frac, lo, up, rs, out[4:7], c0, n, False, E, Y, sh, has_shift)
         else:
             for p in range(3):
                 for j in range(L):
                     for i in range(n):
                         rs[p, j, i] = b[4 + p, j, c0 + i]
-            _nb_soil(k, frac, lo, up, rs, out[4:7], c0, n, True, E, Y)
+            _nb_soil(k, frac, lo, up, rs, out[4:7], c0, n, True, E, Y, sh, has_shift)
             for p in range(1, 4):
                 for j in range(L):
                     jf = j if per_layer else 0
@@ -343,13 +384,17 @@ def _nb_solve(k, frac, lo, up, b, out, tr, block):
                             rl[j, i] = b[2, j, c] + frac[2, jf, c] * k[2, j, c] * out[4, j, c]
                         else:
                             rl[j, i] = b[3, j, c] + frac[3, jf, c] * k[3, j, c] * out[5, j, c]
-                _nb_thomas(k[p], lo, up, rl, out[p], c0, n, True, cp, dp)
+                _nb_thomas(k[p], lo, up, rl, out[p], c0, n, True, cp, dp, sh, has_shift)
             for j in range(L):
                 jf = j if per_layer else 0
                 for i in range(n):
                     c = c0 + i
                     f0 = frac[0, jf, c]
-                    out[0, j, c] = b[0, j, c] / k[0, j, c] + f0 * out[2, j, c] + (1.0 - f0) * out[3, j, c]
+                    if has_shift:  # (k0 + s) l0 - k0 (f l2 + (1 - f) l3) = y0
+                        out[0, j, c] = ((b[0, j, c] + k[0, j, c] * (f0 * out[2, j, c] + (1.0 - f0) * out[3, j, c]))
+                                        / (k[0, j, c] + sh[j, c]))
+                    else:
+                        out[0, j, c] = b[0, j, c] / k[0, j, c] + f0 * out[2, j, c] + (1.0 - f0) * out[3, j, c]
 
 
 def _as_np(t: torch.Tensor) -> np.ndarray:
@@ -364,9 +409,11 @@ def solve_numba(op: Operator, *, transpose: bool = False, y: torch.Tensor | None
     ff = _as_np(f.expand(9, f.shape[1], k.shape[2]))
     b = _as_np(y if transpose else src).astype(kk.dtype, copy=False)
     out = np.empty(kk.shape, kk.dtype)
+    s = op.shift_lc()
+    sh = np.zeros((1, 1), kk.dtype) if s is None else _as_np(s).astype(kk.dtype, copy=False)
     with kernel_threads(kk.shape[2]):
         _nb_solve(kk, ff.astype(kk.dtype, copy=False), _as_np(lo).astype(kk.dtype, copy=False),
-                  _as_np(up).astype(kk.dtype, copy=False), b, out, transpose, BLOCK)
+                  _as_np(up).astype(kk.dtype, copy=False), b, out, transpose, BLOCK, sh, s is not None)
     return torch.from_numpy(out).to(dtype=dtype)
 
 
@@ -434,16 +481,16 @@ class _StructuredSteadyState(torch.autograd.Function):
     """X = G(k, frac, lo, up)^-1 b(src) with an adjoint backward pass (one transposed solve)."""
 
     @staticmethod
-    def forward(ctx, k, frac, lo, up, src, backend):
-        X = _solve_nograd(Operator(k, frac, lo, up, src), backend)
+    def forward(ctx, k, frac, lo, up, src, shift, backend):
+        X = _solve_nograd(Operator(k, frac, lo, up, src, shift), backend)
         ctx.backend = backend
-        ctx.save_for_backward(k, frac, lo, up, src, X)
+        ctx.save_for_backward(k, frac, lo, up, src, shift, X)
         return X
 
     @staticmethod
     def backward(ctx, gX):
-        k, frac, lo, up, src, X = ctx.saved_tensors
-        lam = _solve_t_nograd(Operator(k, frac, lo, up, src), gX.contiguous(), ctx.backend)
+        k, frac, lo, up, src, shift, X = ctx.saved_tensors
+        lam = _solve_t_nograd(Operator(k, frac, lo, up, src, shift), gX.contiguous(), ctx.backend)
         # One bad site never poisons shared weights: zero its adjoint and state.
         ok = torch.isfinite(lam).all(0).all(0) & torch.isfinite(X).all(0).all(0)
         if not bool(ok.all()):
@@ -453,8 +500,13 @@ class _StructuredSteadyState(torch.autograd.Function):
         gk, gf, glo, gup = _parameter_gradients(lam, X, k, frac)
         grads = [gk if need[0] else None, gf if need[1] else None, glo if need[2] else None,
                  gup if need[3] else None]
-        g_src = lam[:4] if need[4] else None
-        return (*grads, g_src, None)
+        g_src = lam[:src.shape[0]] if need[4] else None
+        g_shift = None
+        if shift is not None and need[5]:  # dG X/ds = X on every pool: dL/ds = -sum_p lambda_p X_p
+            g_shift = -(lam * X).sum(0)
+            if shift.dim() == 1:
+                g_shift = g_shift.sum(0)
+        return (*grads, g_src, g_shift, None)
 
 
 def solve(op: Operator, backend: str = "auto") -> torch.Tensor:
@@ -464,9 +516,9 @@ def solve(op: Operator, backend: str = "auto") -> torch.Tensor:
     requires gradients the kernel is called directly (no autograd bookkeeping).
     """
     be = resolve_backend(backend, op.k.device)
-    if not any(t.requires_grad for t in op.tensors()):
+    if not any(t.requires_grad for t in op.tensors()) and not (op.shift is not None and op.shift.requires_grad):
         return _solve_nograd(op, be)
-    return _StructuredSteadyState.apply(*op.tensors(), be)
+    return _StructuredSteadyState.apply(*op.tensors(), op.shift, be)
 
 
 def solve_transposed(op: Operator, y: torch.Tensor, backend: str = "auto") -> torch.Tensor:

@@ -1,0 +1,89 @@
+"""Climate scenarios: forcing changes, ramps, the instant answer and the world product."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from proda_engine import api
+from proda_engine.grid import get_grid
+from proda_engine.physics import Forcing, params_from_theta
+from proda_engine.physics.testing import random_forcing, random_theta
+from proda_engine.products.scenarios import Scenario, steady_state_under, world_scenario
+from proda_engine.products.whatif import WhatIfEngine
+
+FIX = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "clm5" / "case.clm2.h0.clim.nc"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    ds = api.read_forcing(FIX)
+    n = int(ds["valid"].sum())
+    rng = np.random.default_rng(3)
+    return WhatIfEngine(ds, {"proda_e2e": rng.uniform(0.3, 0.7, (n, 21)), "midpoint": np.full((n, 21), 0.5),
+                             "default_clm5": "default"})
+
+
+def test_ramp_and_forcing_changes(rng):
+    g = get_grid()
+    f = random_forcing(rng, 10, g)
+    sc = Scenario(warming=2.0, npp=0.1, water=-0.2, ramp_years=100, amplification=1.0)
+    assert sc.ramp(0) == 0.0 and sc.ramp(50) == 0.5 and sc.ramp(250) == 1.0
+    lat = np.linspace(-80, 80, 10)
+    half = sc.apply(f, 0.5, lat)
+    dT = (half.tsoi - f.tsoi)[0, 0].numpy()
+    assert np.allclose(dT, 1.0 * (1 + (np.abs(lat) / 90) ** 2))
+    assert torch.allclose(half.inputs, f.inputs * 1.05)
+    assert float(half.w_scalar.max()) <= 1.0
+    assert sc.apply(f, 0.0, lat) is f
+    # thaw only deepens permafrost cells' thawed months
+    perma = f.alt.amax(0) <= 2.0
+    deeper = half.altmax - f.altmax
+    assert bool((deeper[:, ~perma] == 0).all())
+    assert bool((deeper[f.altmax > 0][perma.expand_as(f.altmax)[f.altmax > 0]] > 0).all())
+
+
+def test_steady_state_under_warming_and_npp(rng):
+    g = get_grid()
+    f = random_forcing(rng, 20, g)
+    p = params_from_theta(random_theta(rng, 20))
+    base = steady_state_under(Scenario(), p, f, g).soc.sum(0)
+    warm = steady_state_under(Scenario(warming=2.0, thaw_per_kelvin=0.0), p, f, g).soc.sum(0)
+    more = steady_state_under(Scenario(npp=0.1), p, f, g).soc.sum(0)
+    assert bool((warm < base).all())
+    assert torch.allclose(more, 1.1 * base, rtol=1e-10)  # linear in the inputs
+
+
+def test_world_scenario_zero_and_signs(engine):
+    zero = world_scenario(engine, Scenario(), 3, ["midpoint"], coarsen=1)
+    assert np.abs(zero["soc_change_global"].values).max() < 1e-9 * float(zero["soc_initial_global"].max())
+    ds = world_scenario(engine, Scenario(warming=4.0, ramp_years=0), 3, ["midpoint", "default_clm5"], coarsen=1,
+                        map_years=(1,))
+    assert (ds["soc_change_global"].values < 0).all()
+    assert (np.diff(ds["soc_change_global"].values, axis=1) < 0).all()
+    assert (ds["soc_change_equilibrium_global"].values < ds["soc_change_global"].values[:, -1]).all()
+    # regional latitude bands add up to the globe
+    bands = ds["soc_change_region"].sel(region=["tropics", "temperate", "boreal_arctic"]).sum("region")
+    assert np.allclose(bands.values, ds["soc_change_global"].values, rtol=1e-10)
+    m = ds["soc_change_map"].sel(source="midpoint", map_year=3).values
+    area = engine.area
+    assert np.nansum(m * 1000 * area) / 1e15 == pytest.approx(float(ds["soc_change_global"][0, -1]), rel=1e-10)
+
+
+def test_npp_only_scenario_gains_carbon(engine):
+    ds = world_scenario(engine, Scenario(npp=0.1, ramp_years=2), 3, ["proda_e2e"], coarsen=1, seasonal=True)
+    assert (ds["soc_change_global"].values > 0).all()
+    assert float(ds["soc_change_equilibrium_global"][0]) == pytest.approx(
+        0.1 * float(ds["soc_initial_global"][0]), rel=1e-8)
+
+
+def test_homogeneous_source(engine):
+    """'homogeneous_mean' is the across-cell mean PRODA theta everywhere."""
+    ds = world_scenario(engine, Scenario(warming=1.0), 1, ["homogeneous_mean"], coarsen=1, equilibrium=False)
+    assert np.isfinite(ds["soc_change_global"].values).all()
+
+
+def test_uniform_forcing_defaults():
+    f = Forcing.uniform(2, grid=get_grid())
+    assert Scenario(warming=1.0).apply(f, 1.0).tsoi.sub(f.tsoi).eq(1.0).all()
