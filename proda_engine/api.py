@@ -56,6 +56,7 @@ __all__ = [
     "profile",
     "read_forcing",
     "regions",
+    "scenario",
     "sensitivity",
     "simulate",
     "site_comparison",
