@@ -179,7 +179,7 @@ def bulk_diagnostics(res: SteadyState, forcing: Forcing) -> dict[str, torch.Tens
 
 
 @numba.njit(parallel=True, cache=True)
-def _nb_summaries(X, k, src, W, w, inv_tau, eff, rtol, soc, stocks, cue, status):
+def _nb_summaries(X, k, src, W, w, inv_tau, eff, rtol, check_op, soc, stocks, cue, status):
     """One pass per cell: status, SOC per layer, interval stocks (W @ SOC dz) and flux-weighted CUE."""
     L = X.shape[1]
     C = X.shape[2]
@@ -201,10 +201,12 @@ def _nb_summaries(X, k, src, W, w, inv_tau, eff, rtol, soc, stocks, cue, status)
                 xsum += x
                 xmin = min(xmin, x)
                 xmax = max(xmax, abs(x))
-                kmin = min(kmin, k[p, j, c])
-                ksum += k[p, j, c]
-            for p in range(4):
-                ssum += src[p, j, c]
+            if check_op:
+                for p in range(7):
+                    kmin = min(kmin, k[p, j, c])
+                    ksum += k[p, j, c]
+                for p in range(4):
+                    ssum += src[p, j, c]
             s = X[4, j, c] + X[5, j, c] + X[6, j, c]
             soc[j, c] = s
             for q in range(nI):
@@ -219,19 +221,21 @@ def _nb_summaries(X, k, src, W, w, inv_tau, eff, rtol, soc, stocks, cue, status)
             st = 2
         if not np.isfinite(xsum):
             st = 1
-        if not (np.isfinite(ksum) and np.isfinite(ssum) and kmin > 0.0):
+        if check_op and not (np.isfinite(ksum) and np.isfinite(ssum) and kmin > 0.0):
             st = 3
         status[c] = st
 
 
 def fused_summaries(res_pools: torch.Tensor, op, params: dict[str, torch.Tensor], xhat: torch.Tensor, grid: Grid,
-                    intervals: dict[str, tuple[float, float | None]] | None = None, rtol: float = 1e-9):
+                    intervals: dict[str, tuple[float, float | None]] | None = None, rtol: float = 1e-9,
+                    op_valid: torch.Tensor | None = None):
     """Status, SOC (L, C), interval stocks (g C m-2) and CUE in one compiled pass (CPU, no autograd).
 
     Same numbers as :func:`~proda_engine.physics.model.cell_status`, ``soc``, :func:`interval_stocks`
     and :func:`microbial_cue` (tested); used on the what-if hot path where each separate pass over
     the (7, L, C) state costs as much as the solve. Per-layer fractions (default-CLM5 preset) fall
-    back to the separate functions.
+    back to the separate functions. ``op_valid`` (C,) is the operator's per-cell validity when the
+    caller already knows it (cached operator pieces); then the kernel does not re-read ``k`` and ``src``.
     """
     from proda_engine.physics.model import cell_status
 
@@ -252,10 +256,14 @@ def fused_summaries(res_pools: torch.Tensor, op, params: dict[str, torch.Tensor]
     stocks = np.empty((len(intervals), C))
     cue = np.empty(C)
     status = np.empty(C, dtype=np.int8)
+    check_op = op_valid is None
+    k = op.k.detach().numpy() if check_op else np.ones((7, 1, 1))
+    src = op.src.detach().numpy() if check_op else np.zeros((4, 1, 1))
     with kernel_threads(C):
-        _nb_summaries(X, np.ascontiguousarray(op.k.detach().numpy(), dtype=np.float64),
-                      np.ascontiguousarray(op.src.detach().numpy(), dtype=np.float64), W, w,
-                      np.ascontiguousarray(1.0 / taus), np.ascontiguousarray(eff, dtype=np.float64), rtol,
-                      soc, stocks, cue, status)
+        _nb_summaries(X, np.ascontiguousarray(k, dtype=np.float64), np.ascontiguousarray(src, dtype=np.float64),
+                      W, w, np.ascontiguousarray(1.0 / taus), np.ascontiguousarray(eff, dtype=np.float64), rtol,
+                      check_op, soc, stocks, cue, status)
+    if not check_op:
+        status[~op_valid.numpy()] = 3  # Status.INVALID_INPUT
     t = lambda a: torch.from_numpy(a)  # noqa: E731
     return t(status), t(soc), dict(zip(intervals, t(stocks))), t(cue)

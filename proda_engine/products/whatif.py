@@ -29,9 +29,10 @@ from proda_engine.physics import Forcing, default_params, params_from_theta
 from proda_engine.physics import diagnostics as dg
 from proda_engine.physics.inputs import input_profile
 from proda_engine.physics.model import Status
-from proda_engine.physics.operator import assemble
+from proda_engine.physics.operator import Operator, assemble
 from proda_engine.physics.scalars import diagnostic_modifier, month_mean_modifiers, xi_depth
 from proda_engine.physics.solver import solve
+from proda_engine.physics.transfer import base_rates, fraction_tensor
 from proda_engine.products.regions import Region, cell_area, region_mask, total_pg
 
 MECHANISMS: tuple[str, ...] = ("A", "K", "Xi", "V", "I", "NPP")
@@ -39,6 +40,15 @@ MECHANISM_LABELS: dict[str, str] = {
     "A": "microbial CUE", "K": "baseline decomposition", "Xi": "environmental modifiers",
     "V": "vertical transport", "I": "input allocation", "NPP": "carbon input",
 }
+
+
+def _environment(mods: tuple[torch.Tensor, torch.Tensor], xd: torch.Tensor):
+    """Environmental factors of the decay rates: soil/CWD and litter month means times the depth
+    scalar, (L, C) each, and whether they are finite and positive in every layer of a cell."""
+    soil, litter = mods[0] * xd, mods[1] * xd
+    ok = (torch.isfinite(soil.sum(0)) & torch.isfinite(litter.sum(0)) & (soil.amin(0) > 0)
+          & (litter.amin(0) > 0))
+    return soil, litter, ok
 
 
 def perturbation_key(perturbation: Mapping[str, float] | None) -> tuple[float, ...]:
@@ -185,18 +195,49 @@ class WhatIfEngine:
             mods = self._part(xi_key, lambda: month_mean_modifiers(f, p["q10"], p["wscaling"]))
             xd = self._part((*xi_key, "depth"), lambda: xi_depth(self.grid, p["efolding"]))
             phi = self._part((source, "I", q["I"]), lambda: input_profile(f, self.grid, p["beta"]))
-            op = assemble(p, f, self.grid, self.closure, modifiers=mods, depth_scalar=xd, phi=phi)
+            op, op_valid = self._operator(source, q, p, f, mods, xd, phi)
             X = solve(op)
             cin = f.inputs.sum(0).numpy()
             xhat = self._part((*xi_key, "xhat"), lambda: diagnostic_modifier(
                 f, self.grid, p["q10"], p["wscaling"], p["efolding"]))
-            status, soc, st, cue = dg.fused_summaries(X, op, p, xhat, self.grid)
+            status, soc, st, cue = dg.fused_summaries(X, op, p, xhat, self.grid, op_valid=op_valid)
             stocks = {k: v.numpy() / 1000.0 for k, v in st.items()}
         bad = status.numpy() != Status.OK
         for v in stocks.values():
             v[bad] = np.nan
         return CellResults(stocks=stocks, turnover=stocks["whole"] * 1000.0 / cin, cue=cue.numpy(),
                            status=status.numpy(), soc=soc.numpy())
+
+    def _operator(self, source: str, q: dict[str, float], p, f: Forcing, mods, xd, phi):
+        """The operator for this request, reusing every piece whose mechanisms did not change.
+
+        Decay rates k depend only on K and Xi, mixing lo/up only on V, sources only on I and NPP,
+        transfer fractions only on A: when one slider moves, only its piece is rebuilt (the others
+        come from the cache, together with their per-cell validity), which makes a CUE move nearly
+        free to assemble.
+        """
+        keys = {"k": (source, "op:k", q["K"], q["Xi"]), "mix": (source, "op:mix", q["V"]),
+                "src": (source, "op:src", q["I"], q["NPP"])}
+        if keys["k"] not in self._parts and keys["mix"] in self._parts and keys["src"] in self._parts:
+            # only decay rates changed (a K or Xi move): k_pj = k0_p x env_j, env cached per Xi value
+            soil_env, litter_env, env_ok = self._part((source, "op:env", q["Xi"]), lambda: _environment(mods, xd))
+            k0 = base_rates(p)
+            k = torch.stack([k0[i] * (litter_env if i in (1, 2, 3) else soil_env) for i in range(7)])
+            valid_k = env_ok & torch.isfinite(k0).all(0) & (k0 > 0).all(0)
+            self._part(keys["k"], lambda: (k, valid_k))
+        if all(k in self._parts for k in keys.values()):
+            k, valid_k = self._parts[keys["k"]]
+            lo, up = self._parts[keys["mix"]]
+            src, valid_src = self._parts[keys["src"]]
+            frac = fraction_tensor(p, self.grid.n_layers)
+            return Operator(k=k, frac=frac, lo=lo, up=up, src=src), valid_k & valid_src
+        op = assemble(p, f, self.grid, self.closure, modifiers=mods, depth_scalar=xd, phi=phi)
+        valid_k = torch.isfinite(op.k.sum((0, 1))) & (op.k.amin((0, 1)) > 0)
+        valid_src = torch.isfinite(op.src.sum((0, 1)))
+        self._part(keys["k"], lambda: (op.k, valid_k))
+        self._part(keys["mix"], lambda: (op.lo, op.up))
+        self._part(keys["src"], lambda: (op.src, valid_src))
+        return op, valid_k & valid_src
 
     # -- maps and totals -------------------------------------------------------------------
     def to_grid(self, values: np.ndarray) -> np.ndarray:
