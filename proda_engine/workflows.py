@@ -35,6 +35,7 @@ from proda_engine.learning.config import TrainConfig
 from proda_engine.learning.training import TrainedModel, train_end_to_end, train_two_step
 from proda_engine.parameters import PARAMETER_NAMES
 from proda_engine.physics import Forcing, solve_theta
+from proda_engine.products.sites import nearest_land_cell, unit_vectors
 from proda_engine.products.world import WorldCells, load_world_cells
 
 
@@ -81,11 +82,6 @@ def default_train_config(method: str = "end-to-end", **overrides: Any) -> TrainC
     return TrainConfig.from_dict(base)
 
 
-def _unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    la, lo = np.deg2rad(lat), np.deg2rad(lon)
-    return np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=1)
-
-
 @dataclass
 class SiteData:
     """Sites with observations, aligned row by row: covariates, forcing, observations, cell index."""
@@ -120,13 +116,11 @@ def site_data(paths: WorldPaths, wc: WorldCells, cov: xr.Dataset, *, profiles_di
         keep = np.sort(np.random.default_rng(seed).choice(keep.size, max_sites, replace=False))
         obs = obs.subset(keep)
         lat, lon = lat[keep], lon[keep]
-    la2, lo2 = np.meshgrid(wc.lat, wc.lon, indexing="ij")
-    tree = cKDTree(_unit_vectors(la2.reshape(-1)[wc.cells], lo2.reshape(-1)[wc.cells]))
-    dist, cell = tree.query(_unit_vectors(lat, lon))
+    cell, dist_km = nearest_land_cell(wc.lat, wc.lon, wc.cells, lat, lon)
     table = covariate_table(cov, wc, cell)
     table["site_lat"], table["site_lon"] = lat, lon
     report = {"reader": ps.report.to_dict(), "skipped_in_preprocessing": len(obs.skipped),
-              "sites": int(obs.n_profiles), "max_cell_distance_km": float(2 * 6371.0 * np.arcsin(dist.max() / 2))}
+              "sites": int(obs.n_profiles), "max_cell_distance_km": float(dist_km.max())}
     return SiteData(table=table, forcing=wc.forcing.subset(cell), observations=obs, cell=cell, lat=lat, lon=lon,
                     report=report)
 
@@ -151,8 +145,8 @@ def fill_missing_cells(theta: xr.DataArray, wc: WorldCells) -> xr.DataArray:
     if bad.any():
         la2, lo2 = np.meshgrid(wc.lat, wc.lon, indexing="ij")
         la, lo = la2.reshape(-1)[wc.cells], lo2.reshape(-1)[wc.cells]
-        tree = cKDTree(_unit_vectors(la[~bad], lo[~bad]))
-        _, nn = tree.query(_unit_vectors(la[bad], lo[bad]))
+        tree = cKDTree(unit_vectors(la[~bad], lo[~bad]))
+        _, nn = tree.query(unit_vectors(la[bad], lo[bad]))
         cells[bad] = cells[~bad][nn]
         flat[wc.cells] = cells
         theta = theta.copy(data=flat.reshape(theta.sizes["lat"], theta.sizes["lon"], -1).transpose(2, 0, 1))
@@ -217,9 +211,7 @@ def train_world(world: str = "default", *, method: str = "end-to-end", config: T
             raise ValueError("two-step training needs MCMC posterior targets (run `proda assimilate` first)")
         lat = np.asarray(targets["lat"].values, float)
         lon = np.asarray(targets["lon"].values, float)
-        la2, lo2 = np.meshgrid(wc.lat, wc.lon, indexing="ij")
-        tree = cKDTree(_unit_vectors(la2.reshape(-1)[wc.cells], lo2.reshape(-1)[wc.cells]))
-        _, cell = tree.query(_unit_vectors(lat, lon))
+        cell, _ = nearest_land_cell(wc.lat, wc.lon, wc.cells, lat, lon)
         table = covariate_table(cov, wc, cell)
         th = targets["theta"].transpose("site", "parameter").values
         model = train_two_step(table, th, config=config, lat=lat, lon=lon, covariates=covariates,

@@ -16,20 +16,6 @@ import torch
 
 from proda_engine.grid import Grid
 
-#: Canonical variable names of the normalised forcing Dataset and their units.
-FORCING_VARIABLES: dict[str, str] = {
-    "TSOI": "K",
-    "W_SCALAR": "1",
-    "O_SCALAR": "1",
-    "FPI_vr": "1",
-    "ALTMAX": "m",
-    "ALTMAX_LASTYEAR": "m",
-    "nbedrock": "1",
-    "input_cwd": "g C m-2 yr-1",
-    "input_litter1": "g C m-2 yr-1",
-    "input_litter2": "g C m-2 yr-1",
-    "input_litter3": "g C m-2 yr-1",
-}
 INPUT_NAMES = ("input_cwd", "input_litter1", "input_litter2", "input_litter3")
 
 

@@ -24,6 +24,16 @@ def unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=1)
 
 
+def nearest_land_cell(grid_lat: np.ndarray, grid_lon: np.ndarray, cells: np.ndarray, lat: np.ndarray,
+                      lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index into ``cells`` (flat row-major land cells of a lat/lon grid) of the nearest land cell of each
+    site, and the great-circle distance to it in km (the original method's site-to-forcing rule)."""
+    la2, lo2 = np.meshgrid(grid_lat, grid_lon, indexing="ij")
+    tree = cKDTree(unit_vectors(la2.reshape(-1)[cells], lo2.reshape(-1)[cells]))
+    chord, idx = tree.query(unit_vectors(lat, lon))
+    return idx, 2 * 6371.0 * np.arcsin(np.minimum(chord / 2, 1.0))
+
+
 @dataclass
 class SiteSet:
     """Observed profiles matched to the engine's land cells."""
@@ -38,9 +48,7 @@ class SiteSet:
         first = layers.drop_duplicates("profile_id").set_index("profile_id").loc[obs.profile_id]
         lat = first["latitude"].to_numpy(float)
         lon = first["longitude"].to_numpy(float)
-        la2, lo2 = np.meshgrid(engine.lat, engine.lon, indexing="ij")
-        tree = cKDTree(unit_vectors(la2.reshape(-1)[engine.cells], lo2.reshape(-1)[engine.cells]))
-        _, cell = tree.query(unit_vectors(lat, lon))
+        cell, _ = nearest_land_cell(engine.lat, engine.lon, engine.cells, lat, lon)
         top = obs.mask & (obs.depth <= 0.3)
         n_top = top.sum(1)
         # mean observed density of horizons above 30 cm; NaN for profiles that start deeper
