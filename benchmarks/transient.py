@@ -1,32 +1,39 @@
 """Benchmark: a 100-year monthly transient run on the global 0.5 degree world, implicit vs explicit.
 
-Measured in one run:
+Measured in one run (``--threads`` numba threads; default both cores):
 
-1. implicit (backward Euler, 12 steps per year, seasonal operators) on a regular subsample of the
-   default world's cells (every ``--coarsen``-th cell in lat and lon), timed over ``--years`` years and
-   extrapolated linearly to all cells and 100 years (the work is linear in cells and steps);
-2. accuracy on ``--acc-cells`` cells over one year against the exact propagator of the same
-   piecewise-constant monthly operators (dense matrix exponential per cell);
-3. the explicit (forward Euler) step that reaches the same accuracy: its step must stay below the
-   stability limit dt < 2 / lambda_max of the fastest pool (L1 in warm soil: hours to days), halved
-   until its one-year error is no larger than the implicit one; cost = steps x measured explicit step time.
+1. **the headline**: the fused implicit run (backward Euler, 12 steps per year, seasonal monthly
+   operators) of a ramped scenario (2 K polar-amplified warming, +10 % NPP, permafrost thaw) on
+   *every* land cell of the default world for ``--years`` (100) years, from the PRODA steady state;
+2. the same implicit scheme as twelve separate structured solves per year (the unfused path) on a
+   regular subsample (every ``--coarsen``-th cell in lat and lon) for ``--sub-years`` years, scaled
+   linearly to the globe and 100 years (the work is linear in cells and steps);
+3. accuracy on ``--acc-cells`` cells over one year against the exact propagator of the same
+   piecewise-constant monthly operators (dense matrix exponential per cell), and the explicit
+   (forward Euler) step that reaches the same accuracy: its step must stay below the stability limit
+   of the fastest pool (L1 in warm soil: hours), halved until its one-year error is no larger than
+   the implicit one; cost = steps x measured explicit step time, scaled like (2).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/transient.py [--coarsen 4 --years 3]
+    .venv/bin/python benchmarks/transient.py [--years 100 --json benchmarks/results/transient.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
+import numba
 import numpy as np
 import torch
 
 from proda_engine import api
 from proda_engine.physics.dense import dense_matrix
-from proda_engine.physics.model import params_from_theta
+from proda_engine.physics.model import params_from_theta, steady_state
 from proda_engine.physics.operator import Operator
 from proda_engine.physics.transient import DAYS_IN_MONTH, _OperatorBuilder, explicit_step, implicit_step, run_transient
+from proda_engine.products.scenarios import Scenario
 
 
 def exact_year(ops, X0: torch.Tensor) -> torch.Tensor:
@@ -50,33 +57,68 @@ def exact_year(ops, X0: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--years", type=int, default=100)
     ap.add_argument("--coarsen", type=int, default=4)
-    ap.add_argument("--years", type=int, default=3)
-    ap.add_argument("--acc-cells", type=int, default=150)
+    ap.add_argument("--sub-years", type=int, default=2)
+    ap.add_argument("--acc-cells", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=None, help="numba threads (default: all cores)")
+    ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
+    if args.threads:
+        numba.set_num_threads(args.threads)
+    threads = numba.get_num_threads()
     eng = api.world_engine("default")
     C_all = eng.forcing.n_cells
     nlon = eng.lon.size
     iy, ix = np.divmod(eng.cells, nlon)
+    lat = eng.lat[iy]
+    theta = np.asarray(eng.sources["proda_e2e"])
+    p_all = params_from_theta(theta)
+    sc = Scenario(warming=2.0, amplification=1.0, npp=0.1, ramp_years=args.years)
+
+    # warm up the compiled kernels on a few cells
+    few = np.arange(200)
+    run_transient(params_from_theta(theta[few]), sc.forcing_fn(eng.forcing.subset(few), lat[few]), 1, eng.grid)
+
+    # 1. the headline: every cell, every month, all years; annual-mean operators (the scenario
+    #    product's default) and seasonal monthly operators
+    area = eng.area.reshape(-1)[eng.cells]
+    t_mode, d_mode = {}, {}
+    for seasonal in (False, True):
+        mode = "seasonal" if seasonal else "annual"
+        t0 = time.perf_counter()
+        ds = run_transient(p_all, sc.forcing_fn(eng.forcing, lat), args.years, eng.grid, seasonal=seasonal,
+                           keep_profiles=False)
+        t_mode[mode] = time.perf_counter() - t0
+        d_mode[mode] = float(((ds.soc.values[-1] - ds.soc_initial.values) * area).sum() / 1e15)
+        print(f"fused implicit monthly run ({mode} operators), {C_all} cells x {args.years} yr "
+              f"({12 * args.years} steps), {threads} thread(s): {t_mode[mode]:.1f} s  "
+              f"(SOC change {d_mode[mode]:+.1f} Pg C under +2 K amplified, +10 % NPP, thaw)")
+    t_global = t_mode["seasonal"]
+    d_pg = d_mode["seasonal"]
+
+    # 2. the unfused implicit path (one structured solve per month) on a subsample, scaled up
     idx = np.flatnonzero((iy % args.coarsen == 0) & (ix % args.coarsen == 0))
     f = eng.forcing.subset(idx)
-    p = params_from_theta(np.asarray(eng.sources["proda_e2e"])[idx])
-    run_transient(p, f, 1, eng.grid)  # compile / warm up
+    p = params_from_theta(theta[idx])
+    fn = sc.forcing_fn(f, lat[idx])
+    run_transient(p, fn, 1, eng.grid, fused=False)
     t0 = time.perf_counter()
-    run_transient(p, f, args.years, eng.grid, seasonal=True)
-    t_run = time.perf_counter() - t0
-    per_cell_year = t_run / (args.years * len(idx))
-    print(f"implicit monthly run: {len(idx)} cells x {args.years} yr in {t_run:.2f} s "
-          f"-> 100 yr x {C_all} cells (extrapolated) {per_cell_year * 100 * C_all:.0f} s")
+    run_transient(p, fn, args.sub_years, eng.grid, seasonal=True, fused=False, keep_profiles=False)
+    t_step = (time.perf_counter() - t0) / (args.sub_years * len(idx)) * C_all * args.years
+    t0 = time.perf_counter()
+    run_transient(p, fn, args.sub_years, eng.grid, seasonal=True, keep_profiles=False)
+    t_fused_sub = (time.perf_counter() - t0) / (args.sub_years * len(idx)) * C_all * args.years
+    print(f"unfused (12 structured solves/yr) on {len(idx)} cells x {args.sub_years} yr -> globe x {args.years} yr "
+          f"{t_step:.0f} s (fused on the same subsample: {t_fused_sub:.1f} s) -> fused/unfused speed-up "
+          f"{t_step / t_global:.1f}x")
 
-    # accuracy and the explicit baseline on a small set of cells
+    # 3. accuracy and the explicit baseline on a small set of cells
     rng = np.random.default_rng(0)
     sel = np.sort(rng.choice(len(idx), min(args.acc_cells, len(idx)), replace=False))
     fs = f.subset(sel)
     ps = {k: v[sel] if v.dim() == 1 else v[..., sel] for k, v in p.items()}
     ops = _OperatorBuilder(ps, eng.grid, "conservative", True).year(fs)
-    from proda_engine.physics.model import steady_state
-
     X0 = steady_state(ps, fs, eng.grid).pools
     ref = exact_year(ops, X0)
     dz = torch.as_tensor(eng.grid.dz)[:, None]
@@ -89,13 +131,11 @@ def main() -> None:
         return float(max(((a - b).abs() / b).max(), ((c - d).abs() / d).max()))
 
     Xi = X0.clone()
-    t0 = time.perf_counter()
     for m in range(12):
         Xi = implicit_step(Xi, ops.k[m], ops.frac, ops.lo[m], ops.up[m], ops.src, DAYS_IN_MONTH[m])
-    t_imp = (time.perf_counter() - t0) / 12
     e_imp = soc_err(Xi)
     lam = max(float((ops.k[m] + ops.lo[m] + ops.up[m]).max()) for m in range(12))  # max diagonal of G
-    n_sub = int(np.ceil(31.0 * lam))  # dt <= 1 / max diag: within the Gershgorin stability bound 2 / (2 max diag)
+    n_sub = int(np.ceil(31.0 * lam))  # dt <= 1 / max diag: within the Gershgorin stability bound
     while True:
         Xe = X0.clone()
         t0 = time.perf_counter()
@@ -111,12 +151,24 @@ def main() -> None:
         if e_exp <= e_imp or n_sub > 2_000_000:
             break
         n_sub *= 2
-    t_exp = t_exp_total / steps
+    t_exp_global = t_exp_total / len(sel) * C_all * args.years
     print(f"fastest rate k+v max {lam:.3g} d-1 (turnover {24 / lam:.2f} h); one-year SOC/total-C error vs exact: "
           f"implicit monthly {e_imp:.2e}, explicit {steps} steps/yr {e_exp:.2e}")
-    print(f"per step on {len(sel)} cells: implicit {t_imp * 1e3:.2f} ms, explicit {t_exp * 1e3:.3f} ms; "
-          f"per year: implicit {12 * t_imp:.3f} s, explicit {steps * t_exp:.3f} s -> explicit/implicit "
-          f"{steps * t_exp / (12 * t_imp):.0f}x")
+    print(f"explicit of that accuracy, scaled to the globe x {args.years} yr: {t_exp_global:.3g} s -> "
+          f"explicit/fused implicit {t_exp_global / t_global:.0f}x")
+    res = {"cells": C_all, "years": args.years, "threads": threads, "t_global_fused_s": round(t_global, 2),
+           "t_global_fused_annual_operators_s": round(t_mode["annual"], 2),
+           "soc_change_pg": round(d_pg, 2), "soc_change_annual_operators_pg": round(d_mode["annual"], 2),
+           "t_global_unfused_extrapolated_s": round(t_step, 1),
+           "speedup_fused_vs_unfused": round(t_step / t_global, 2), "error_implicit_1yr": e_imp,
+           "explicit_steps_per_year": steps, "error_explicit_1yr": e_exp,
+           "t_global_explicit_extrapolated_s": round(t_exp_global, 1),
+           "ratio_explicit_vs_fused": round(t_exp_global / t_global, 1)}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(res, indent=2))
+        tmp.replace(args.json)
 
 
 if __name__ == "__main__":

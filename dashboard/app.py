@@ -25,6 +25,7 @@ from dashboard.views.controls import Controls
 from dashboard.views.map import MapView
 from dashboard.views.profile import ProfileView
 from dashboard.views.scatter import ScatterView
+from dashboard.views.scenario import ScenarioView
 from dashboard.views.sensitivity import SensitivityView
 from dashboard.views.totals import TotalsView
 from proda_engine import api
@@ -90,6 +91,7 @@ class DashboardApp(param.Parameterized):
         self.profile = ProfileView(self.store)
         self.sensitivity = SensitivityView(self.store)
         self.scatter = ScatterView(self.store)
+        self.scenario = ScenarioView(self.state, world=world, polygons=self.store.polygons, background=served)
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["proda-alert"])
         self.store.param.watch(self._on_message, "message")
         self.template = self._template()
@@ -124,6 +126,8 @@ class DashboardApp(param.Parameterized):
                             dynamic=True, sizing_mode="stretch_width", css_classes=["proda-tabs"])
         self.tabs.param.watch(self._on_tab, "active")
         charts = pn.Row(self.profile.pane, self.tabs, sizing_mode="stretch_width")
+        # the scenario's summary, trajectory and change map get a full-width row of their own
+        scenario_row = self.scenario.panel()
         footer = pn.pane.Markdown(
             f"World **{world}** · perturbations are relative changes of each mechanism group; the engine "
             "re-solves every land cell's steady state (`proda_engine.api.what_if`). Tap the map for a "
@@ -131,7 +135,8 @@ class DashboardApp(param.Parameterized):
             styles={"font-size": "0.85em", "color": "#57606a"},
         )
         return pn.template.FastListTemplate(
-            title=TITLE, sidebar=self.controls.panel(), main=[self.totals.pane, map_card, charts, footer],
+            title=TITLE, sidebar=[*self.controls.panel(), self.scenario.controls()],
+            main=[self.totals.pane, map_card, charts, scenario_row, footer],
             sidebar_width=330, accent_base_color="#2f6f4f", header_background="#2f6f4f", main_max_width="1500px",
         )
 

@@ -9,19 +9,22 @@ The lead re-exports :func:`scenario` from :mod:`proda_engine.api`.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import xarray as xr
 
-from proda_engine.products.scenarios import Scenario, world_scenario
+from proda_engine.products.regions import Region
+from proda_engine.products.scenarios import Scenario, auto_coarsen, world_scenario
 
 __all__ = ["Scenario", "scenario"]
 
 
 def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0, water: float = 0.0,
              amplification: float = 0.0, years: int = 100, ramp_years: int | None = None,
-             thaw_per_kelvin: float = 0.15, source: str | Sequence[str] | None = None, coarsen: int = 4,
-             seasonal: bool = False, map_years: Sequence[int] = (25, 50), equilibrium: bool = True) -> xr.Dataset:
+             thaw_per_kelvin: float = 0.15, source: str | Sequence[str] | None = None, coarsen: int | None = 4,
+             seasonal: bool = False, map_years: Sequence[int] = (25, 50), equilibrium: bool = True,
+             region: str | Region | None = None, max_cells: int | None = None,
+             progress: Callable[[float], None] | None = None) -> xr.Dataset:
     """Transient SOC response of a world to a ramped climate change, per parameter source.
 
     Args:
@@ -32,7 +35,11 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
         source: a parameter source or a list (default: the world's first source); ``"homogeneous_mean"``
             is the across-cell mean PRODA theta.
         coarsen: every n-th cell in latitude and longitude (1 = all cells; totals are area-extrapolated).
+            None with ``max_cells``: the finest lattice with at most ``max_cells`` cells in the region.
         seasonal: monthly operators (slower, with a drift-removing control run) or annual-mean operators.
+        region: a named region of :func:`proda_engine.api.regions` or a Region (box, polygon): run only
+            its cells; ``soc_change_global`` is then the region's total. Default: the globe.
+        progress: called with the fraction done (0..1).
     Returns:
         Dataset of :func:`proda_engine.products.scenarios.world_scenario` (Pg C trajectories, regional
         totals, maps in kg C m-2) with provenance attributes.
@@ -40,6 +47,12 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
     from proda_engine import api
 
     eng = api.world_engine(world)
+    reg = api.regions(world)[region] if isinstance(region, str) else region
+    within = None if reg is None else eng.mask(reg).reshape(-1)[eng.cells]
+    if within is not None and not within.any():
+        raise ValueError(f"region {reg.label!r} holds no land cell of the world")
+    if coarsen is None:
+        coarsen = auto_coarsen(eng, max_cells or 8000, within)
     if source is None:
         sources = [next(iter(eng.sources))]
     else:
@@ -47,7 +60,8 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
     sc = Scenario(warming=warming, amplification=amplification, water=water, npp=npp,
                   ramp_years=years if ramp_years is None else ramp_years, thaw_per_kelvin=thaw_per_kelvin)
     ds = world_scenario(eng, sc, years, sources, coarsen=coarsen, seasonal=seasonal, map_years=map_years,
-                        equilibrium=equilibrium)
+                        equilibrium=equilibrium, within=within, region_label=reg.label if reg else "globe",
+                        progress=progress)
     try:
         from importlib.metadata import version
 

@@ -312,6 +312,51 @@ def _nb_soil(k, frac, lo, up, rhs, out, c0, n, tr, E, Y, sh, has_shift):
             out[2, j, c] = Y[2, j, i] + b * (E[6, j, i] * x0 + E[7, j, i] * x1 + E[8, j, i] * x2)
 
 
+@numba.njit(cache=True, error_model="numpy")  # as inside the parallel kernel: 1/0 -> inf, flagged per cell later
+def _nb_forward_block(k, frac, lo, up, b, out, c0, n, cp, dp, rl, rs, E, Y, fc, sh, has_shift):
+    """Forward structured solve G X = b for cells c0..c0+n (b: 4 or 7 pools); scratch arrays sized (.., L, n).
+
+    Order: CWD (diagonal), then L1-L3 (one Thomas solve each, fed by CWD), then the S1-S3 block
+    tridiagonal system fed by litter decay. Shared by the steady-state kernel and the fused transient one."""
+    L = k.shape[1]
+    per_layer = frac.shape[1] > 1
+    full_rhs = b.shape[0] == 7
+    for j in range(L):  # fc: the CWD decay flux k X (= the input b when there is no shift)
+        for i in range(n):
+            c = c0 + i
+            if has_shift:
+                out[0, j, c] = b[0, j, c] / (k[0, j, c] + sh[j, c])
+                fc[j, i] = k[0, j, c] * out[0, j, c]
+            else:
+                out[0, j, c] = b[0, j, c] / k[0, j, c]
+                fc[j, i] = b[0, j, c]
+    for p in range(1, 4):
+        for j in range(L):
+            jf = j if per_layer else 0
+            for i in range(n):
+                c = c0 + i
+                r = b[p, j, c]
+                if p == 2:
+                    r += frac[0, jf, c] * fc[j, i]
+                elif p == 3:
+                    r += (1.0 - frac[0, jf, c]) * fc[j, i]
+                rl[j, i] = r
+        _nb_thomas(k[p], lo, up, rl, out[p], c0, n, False, cp, dp, sh, has_shift)
+    for j in range(L):
+        jf = j if per_layer else 0
+        for i in range(n):
+            c = c0 + i
+            rs[0, j, i] = (frac[1, jf, c] * k[1, j, c] * out[1, j, c]
+                           + frac[2, jf, c] * k[2, j, c] * out[2, j, c])
+            rs[1, j, i] = frac[3, jf, c] * k[3, j, c] * out[3, j, c]
+            rs[2, j, i] = 0.0
+            if full_rhs:
+                rs[0, j, i] += b[4, j, c]
+                rs[1, j, i] += b[5, j, c]
+                rs[2, j, i] += b[6, j, c]
+    _nb_soil(k, frac, lo, up, rs, out[4:7], c0, n, False, E, Y, sh, has_shift)
+
+
 @numba.njit(parallel=True, cache=True)
 def _nb_solve(k, frac, lo, up, b, out, tr, block, sh, has_shift):
     """Structured solve of G X = b (tr=False, b = sources (4 or 7, L, C)) or G^T X = b (tr=True, b (7, L, C)).
@@ -320,7 +365,6 @@ def _nb_solve(k, frac, lo, up, b, out, tr, block, sh, has_shift):
     L = k.shape[1]
     C = k.shape[2]
     per_layer = frac.shape[1] > 1
-    full_rhs = b.shape[0] == 7
     nblk = (C + block - 1) // block
     for blk in numba.prange(nblk):
         c0 = blk * block
@@ -333,40 +377,7 @@ def _nb_solve(k, frac, lo, up, b, out, tr, block, sh, has_shift):
         Y = np.empty((3, L, n), k.dtype)
         if not tr:
             fc = np.empty((L, n), k.dtype)  # CWD decay flux k X (= input b when there is no shift)
-            for j in range(L):
-                for i in range(n):
-                    c = c0 + i
-                    if has_shift:
-                        out[0, j, c] = b[0, j, c] / (k[0, j, c] + sh[j, c])
-                        fc[j, i] = k[0, j, c] * out[0, j, c]
-                    else:
-                        out[0, j, c] = b[0, j, c] / k[0, j, c]
-                        fc[j, i] = b[0, j, c]
-            for p in range(1, 4):
-                for j in range(L):
-                    jf = j if per_layer else 0
-                    for i in range(n):
-                        c = c0 + i
-                        r = b[p, j, c]
-                        if p == 2:
-                            r += frac[0, jf, c] * fc[j, i]
-                        elif p == 3:
-                            r += (1.0 - frac[0, jf, c]) * fc[j, i]
-                        rl[j, i] = r
-                _nb_thomas(k[p], lo, up, rl, out[p], c0, n, False, cp, dp, sh, has_shift)
-            for j in range(L):
-                jf = j if per_layer else 0
-                for i in range(n):
-                    c = c0 + i
-                    rs[0, j, i] = (frac[1, jf, c] * k[1, j, c] * out[1, j, c]
-                                   + frac[2, jf, c] * k[2, j, c] * out[2, j, c])
-                    rs[1, j, i] = frac[3, jf, c] * k[3, j, c] * out[3, j, c]
-                    rs[2, j, i] = 0.0
-                    if full_rhs:
-                        rs[0, j, i] += b[4, j, c]
-                        rs[1, j, i] += b[5, j, c]
-                        rs[2, j, i] += b[6, j, c]
-            _nb_soil(k, frac, lo, up, rs, out[4:7], c0, n, False, E, Y, sh, has_shift)
+            _nb_forward_block(k, frac, lo, up, b, out, c0, n, cp, dp, rl, rs, E, Y, fc, sh, has_shift)
         else:
             for p in range(3):
                 for j in range(L):

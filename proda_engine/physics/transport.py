@@ -123,64 +123,101 @@ def transport_coefficients(forcing: Forcing, grid: Grid, closure: str = "conserv
     nb = np.ascontiguousarray(forcing.nbedrock.cpu().numpy().astype(np.int64))
     out = np.zeros((6, grid.n_layers, alt.shape[1]))
     with kernel_threads(alt.shape[1]):
-        _nb_transport(alt, nb, grid.z_interface_ext, grid.z_node_ext, grid.dn, grid.dz, closure == "legacy", out)
+        _nb_transport(alt, nb, grid.z_interface_ext, grid.z_node_ext, grid.dn, grid.dz, closure == "legacy",
+                      out.reshape(1, *out.shape))
     kw = {"dtype": forcing.dtype, "device": forcing.device}
     coef = TransportCoefficients(*(torch.as_tensor(out[i], **kw) for i in range(6)))
     forcing._derived[key] = coef
     return coef
 
 
+@numba.njit(cache=True, inline="always")
+def _month_conductances(a, nbc, bottom, zi, zn, dn, N, phi, gm):
+    """Interface conductances g (3, N) of one month with active-layer depth ``a`` (m): rows
+    bioturbation shape, cryoturbation shape (each per unit diffusivity, m yr-1 -> per day) and the
+    floor diffusivity; spec §(g) steps 1-2 (phi: diffusivity shape at the N+1 interfaces)."""
+    regime = 0 if a <= 0.0 else (1 if a <= CRYO_MAX_ALT else 2)
+    denom = bottom - a
+    for i in range(N + 1):
+        if i + 1 > nbc + 1 or regime == 0:
+            phi[i] = 0.0
+        elif regime == 2:
+            phi[i] = 1.0
+        elif zi[i] < a:
+            phi[i] = 1.0
+        elif denom > 0.0:
+            phi[i] = max(0.0, 1.0 - (zi[i] - a) / denom)
+        else:
+            phi[i] = 0.0
+    for g in range(3):
+        gm[g, 0] = 0.0
+    for jj in range(1, N):
+        pa = phi[jj]
+        pb = phi[jj - 1]
+        w = (zi[jj - 1] - zn[jj - 1]) / dn[jj]
+        shape = 0.0
+        floor = 0.0
+        if pa > 0.0 and pb > 0.0:
+            shape = 1.0 / (dn[jj] * ((1.0 - w) / pa + w / pb))
+        else:
+            wsum = 0.0
+            if pa <= 0.0:
+                wsum += 1.0 - w
+            if pb <= 0.0:
+                wsum += w
+            floor = D_FLOOR / (dn[jj] * wsum)
+        gm[0, jj] = shape / 365.0 if regime == 2 else 0.0
+        gm[1, jj] = shape / 365.0 if regime == 1 else 0.0
+        gm[2, jj] = floor
+
+
 @numba.njit(parallel=True, cache=True)
 def _nb_transport(alt, nb, zi, zn, dn, dz, legacy, out):
-    """Kernel of :func:`transport_coefficients`: out = (lo_bio, lo_cryo, lo_floor, up_bio, up_cryo, up_floor)."""
+    """Kernel of :func:`transport_coefficients`: out[.] = (lo_bio, lo_cryo, lo_floor, up_bio, up_cryo, up_floor).
+
+    ``out`` is (1, 6, N, C) for the 12-month average, or (12, 6, N, C) for each month's own
+    coefficients (the transient mode; their mean is the average)."""
     N = dz.shape[0]
     C = alt.shape[1]
+    monthly = out.shape[0] == 12
+    scale = 1.0 if monthly else 1.0 / 12.0
     for c in numba.prange(C):
         phi = np.empty(N + 1)
         gm = np.empty((3, N))
         nbc = nb[c]
         bottom = min(CRYO_ZERO_DEPTH, zi[min(nbc, N)])
         for m in range(12):
-            a = alt[m, c]
-            regime = 0 if a <= 0.0 else (1 if a <= CRYO_MAX_ALT else 2)
-            denom = bottom - a
-            for i in range(N + 1):
-                if i + 1 > nbc + 1 or regime == 0:
-                    phi[i] = 0.0
-                elif regime == 2:
-                    phi[i] = 1.0
-                elif zi[i] < a:
-                    phi[i] = 1.0
-                elif denom > 0.0:
-                    phi[i] = max(0.0, 1.0 - (zi[i] - a) / denom)
-                else:
-                    phi[i] = 0.0
-            for g in range(3):
-                gm[g, 0] = 0.0
-            for jj in range(1, N):
-                pa = phi[jj]
-                pb = phi[jj - 1]
-                w = (zi[jj - 1] - zn[jj - 1]) / dn[jj]
-                shape = 0.0
-                floor = 0.0
-                if pa > 0.0 and pb > 0.0:
-                    shape = 1.0 / (dn[jj] * ((1.0 - w) / pa + w / pb))
-                else:
-                    wsum = 0.0
-                    if pa <= 0.0:
-                        wsum += 1.0 - w
-                    if pb <= 0.0:
-                        wsum += w
-                    floor = D_FLOOR / (dn[jj] * wsum)
-                gm[0, jj] = shape / 365.0 if regime == 2 else 0.0
-                gm[1, jj] = shape / 365.0 if regime == 1 else 0.0
-                gm[2, jj] = floor
+            _month_conductances(alt[m, c], nbc, bottom, zi, zn, dn, N, phi, gm)
+            mo = m if monthly else 0
             for jj in range(N):
                 for g in range(3):
-                    out[g, jj, c] += gm[g, jj] / (12.0 * dz[jj])
+                    out[mo, g, jj, c] += gm[g, jj] * scale / dz[jj]
                     if jj < N - 1:
                         src = jj if (legacy and jj >= nbc and jj >= 1) else jj + 1
-                        out[3 + g, jj, c] += gm[g, src] / (12.0 * dz[jj])
+                        out[mo, 3 + g, jj, c] += gm[g, src] * scale / dz[jj]
+
+
+@numba.njit(parallel=True, cache=True)
+def _nb_monthly_rates(alt, nb, cells, zi, zn, dn, dz, legacy, kb, kc, lo, up):
+    """Each month's transport rates of the listed cells, cell-major: lo/up[c, m, j] (d-1) =
+    kappa_bio g_bio/dz + kappa_cryo g_cryo/dz + g_floor/dz (the transient mode; kappa in m2 yr-1)."""
+    N = dz.shape[0]
+    for q in numba.prange(cells.shape[0]):
+        c = cells[q]
+        phi = np.empty(N + 1)
+        gm = np.empty((3, N))
+        nbc = nb[c]
+        bottom = min(CRYO_ZERO_DEPTH, zi[min(nbc, N)])
+        for m in range(12):
+            _month_conductances(alt[m, c], nbc, bottom, zi, zn, dn, N, phi, gm)
+            for jj in range(N):
+                lo[c, m, jj] = kb[c] * (gm[0, jj] / dz[jj]) + kc[c] * (gm[1, jj] / dz[jj]) + gm[2, jj] / dz[jj]
+                if jj < N - 1:
+                    src = jj if (legacy and jj >= nbc and jj >= 1) else jj + 1
+                    up[c, m, jj] = (kb[c] * (gm[0, src] / dz[jj]) + kc[c] * (gm[1, src] / dz[jj])
+                                    + gm[2, src] / dz[jj])
+                else:
+                    up[c, m, jj] = 0.0
 
 
 def transport_coefficients_reference(forcing: Forcing, grid: Grid,

@@ -180,7 +180,11 @@ def _source_params(engine, name: str, idx: np.ndarray, forcing: Forcing) -> Phys
     from proda_engine.physics.model import params_from_theta
 
     if name == "homogeneous_mean":  # a batch-DA-like set: the across-cell mean theta of trained PRODA
-        th = np.asarray(engine.sources["proda_e2e"], float).mean(0)
+        arrays = [k for k, v in engine.sources.items() if not isinstance(v, str)]
+        base = next((k for k in ("proda_e2e", "proda_two_step") if k in arrays), arrays[0] if arrays else None)
+        if base is None:
+            raise ValueError("'homogeneous_mean' needs a world with a parameter map (theta) source")
+        th = np.asarray(engine.sources[base], float).mean(0)
         return params_from_theta(np.repeat(th[None], len(idx), 0), dtype=forcing.dtype)
     if name not in engine.sources:
         raise ValueError(f"unknown parameter source {name!r}; expected one of "
@@ -191,9 +195,31 @@ def _source_params(engine, name: str, idx: np.ndarray, forcing: Forcing) -> Phys
     return params_from_theta(np.asarray(src)[idx], dtype=forcing.dtype)
 
 
+def lattice_cells(engine, coarsen: int, within: np.ndarray | None = None) -> np.ndarray:
+    """Positions (into ``engine.cells``) of the regular lattice that keeps every ``coarsen``-th cell in
+    latitude and longitude, optionally only where ``within`` (bool per engine cell) holds."""
+    iy, ix = np.divmod(engine.cells, engine.lon.size)
+    keep = (iy % coarsen == 0) & (ix % coarsen == 0)
+    if within is not None:
+        keep &= np.asarray(within, bool)
+    return np.flatnonzero(keep)
+
+
+def auto_coarsen(engine, max_cells: int, within: np.ndarray | None = None) -> int:
+    """The finest lattice (1, 2, 3, ...) with at most ``max_cells`` cells in the selection (>= 1 cell)."""
+    if max_cells < 1:
+        raise ValueError(f"max_cells must be >= 1, found {max_cells}")
+    for c in range(1, 65):
+        n = lattice_cells(engine, c, within).size
+        if n <= max_cells:
+            return c if n > 0 or c == 1 else max(c - 1, 1)
+    return 64
+
+
 def world_scenario(engine, scenario: Scenario, years: int, sources: Sequence[str], *, coarsen: int = 4,
                    seasonal: bool = False, map_years: Sequence[int] = (), closure: str | None = None,
-                   equilibrium: bool = True) -> xr.Dataset:
+                   equilibrium: bool = True, within: np.ndarray | None = None, region_label: str = "globe",
+                   progress: Callable[[float], None] | None = None) -> xr.Dataset:
     """Run ``scenario`` on a world's cells for each parameter source; global/regional totals and maps.
 
     Args:
@@ -207,6 +233,9 @@ def world_scenario(engine, scenario: Scenario, years: int, sources: Sequence[str
             drift from the mean-operator steady state to the seasonal cycle) or annual-mean ones (False).
         map_years: years at which maps of the SOC change are stored (the last year is always added).
         equilibrium: also store the change of the steady state under the full change (the instant answer).
+        within: bool per engine cell: run only the selected region's cells (``soc_change_global`` is
+            then that region's total; ``region_label`` names it).
+        progress: called with the fraction done (0..1) as the runs advance.
     Returns:
         Dataset with ``soc_change_global`` (source, year), ``soc_change_region`` (source, region, year)
         and ``soc_initial_global`` (source) in Pg C; ``soc_change_map`` (source, map_year, lat, lon) in
@@ -217,10 +246,16 @@ def world_scenario(engine, scenario: Scenario, years: int, sources: Sequence[str
     closure = closure or engine.closure
     nlon = engine.lon.size
     iy, ix = np.divmod(engine.cells, nlon)
-    idx = np.flatnonzero((iy % coarsen == 0) & (ix % coarsen == 0))
+    idx = lattice_cells(engine, coarsen, within)
+    if idx.size == 0:
+        raise ValueError(f"no land cell of region {region_label!r} on the 1-in-{coarsen} lattice; "
+                         "choose a larger region or coarsen=1")
     f = engine.forcing.subset(idx)
     lat_c = engine.lat[iy[idx]]
-    area = engine.area.reshape(-1)[engine.cells[idx]] * coarsen ** 2  # m2 each kept cell stands for
+    # m2 each kept cell stands for: its own area scaled so the lattice covers the selection's land area
+    area_all = engine.area.reshape(-1)[engine.cells]
+    sel_area = area_all.sum() if within is None else area_all[np.asarray(within, bool)].sum()
+    area = area_all[idx] * (sel_area / area_all[idx].sum())
     regions = {name: (np.abs(lat_c) >= lo) & (np.abs(lat_c) < hi) for name, (lo, hi) in LAT_BANDS.items()}
     fields = getattr(engine, "fields", None)
     if fields is not None and "continent" in fields:
@@ -244,12 +279,22 @@ def world_scenario(engine, scenario: Scenario, years: int, sources: Sequence[str
     maps = np.full((S, len(map_years), lat_m.size, lon_m.size), np.nan)
     n_bad = np.zeros(S, int)
     fn = scenario.forcing_fn(f, lat_c)
+    runs = len(sources) * (2 if seasonal and not scenario.is_zero else 1)
+    done = [0]
+
+    def tick(_y: int, _n: int) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(min(done[0] / (runs * years), 1.0))
+
     for s, name in enumerate(sources):
         p = _source_params(engine, name, idx, f)
-        ds = run_transient(p, fn, years, engine.grid, closure=closure, seasonal=seasonal, keep_profiles=False)
+        ds = run_transient(p, fn, years, engine.grid, closure=closure, seasonal=seasonal, keep_profiles=False,
+                           progress=tick)
         change = ds["soc"].values - ds["soc_initial"].values[None]
         if seasonal and not scenario.is_zero:
-            ctl = run_transient(p, f, years, engine.grid, closure=closure, seasonal=True, keep_profiles=False)
+            ctl = run_transient(p, f, years, engine.grid, closure=closure, seasonal=True, keep_profiles=False,
+                                progress=tick)
             change = change - (ctl["soc"].values - ctl["soc_initial"].values[None])
         ok = np.isfinite(change).all(0) & np.isfinite(ds["soc_initial"].values)
         n_bad[s] = int((~ok).sum())
@@ -291,8 +336,8 @@ def world_scenario(engine, scenario: Scenario, years: int, sources: Sequence[str
                 "lat": lat_m, "lon": lon_m},
     )
     out["year"].attrs["long_name"] = "end of simulated year"
-    out.attrs.update({**scenario.to_attrs(), "coarsen": coarsen, "n_cells": len(idx),
+    out.attrs.update({**scenario.to_attrs(), "coarsen": coarsen, "n_cells": len(idx), "selection": region_label,
                       "n_cells_world": int(engine.cells.size), "seasonal": int(seasonal), "closure": closure,
                       "years": years, "scheme": "backward Euler, monthly steps",
-                      "totals": f"every {coarsen}th cell in lat and lon, each weighted by {coarsen}^2 x its area"})
+                      "totals": f"every {coarsen}th cell in lat and lon, areas scaled to the selection's land area"})
     return out

@@ -33,7 +33,7 @@ def test_page_loads_map_and_totals(page: Page, served, wait, artifacts):
     expect(page.locator(".card-total").first).to_contain_text("Pg C")
     assert app.store.result.totals["total_pg"] > 0
     assert app.store.message == ""
-    expect(page.locator(".noUi-handle")).to_have_count(6)
+    expect(page.locator(".noUi-handle")).to_have_count(6 + 3)  # six what-if mechanisms, three scenario sliders
     wait(lambda: app.store.sensitivity is not None, page, what="sensitivity")
     page.wait_for_timeout(500)
     page.screenshot(path=str(artifacts / "dashboard-load.png"))
@@ -218,3 +218,25 @@ def test_misfit_layer_and_scatter_tab(page: Page, served, wait, artifacts):
     expect(page.locator(".proda-scatter .bk-Canvas").first).to_be_visible(timeout=10_000)
     page.wait_for_timeout(600)
     page.screenshot(path=str(artifacts / "dashboard-misfit.png"))
+
+
+def test_scenario_panel_runs_in_the_browser(page: Page, served, wait, artifacts):
+    """Press "Run scenario": the run happens in a worker thread (the page stays live), then the
+    summary, trajectory chart and change map show the region's SOC change."""
+    url, apps = served
+    app = _open(page, url, apps, wait)
+    app.scenario.horizon = 20  # keep the test short; the slider default is a century
+    page.locator(".proda-run-scenario button").first.click()
+    wait(lambda: app.scenario.running or app.scenario.result is not None, page, what="scenario started")
+    wait(lambda: app.scenario.result is not None and not app.scenario.running, page, timeout=120,
+         what="scenario finished")
+    assert app.scenario.message == ""
+    ds = app.scenario.result
+    assert ds.sizes["year"] == 20
+    change = float(ds.soc_change_global.isel(source=0, year=-1))
+    assert change != 0.0
+    expect(page.locator(".proda-scenario-summary").first).to_contain_text("Pg C")
+    expect(page.locator(".proda-scenario-trajectory .bk-Canvas").first).to_be_visible()
+    page.locator(".proda-scenario").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(artifacts / "dashboard-scenario.png"))

@@ -330,3 +330,38 @@ def test_fine_grid_is_rasterized_and_coarse_grid_is_not(world):
     renders = view.stats["renders"]
     app.store.layer = make_layer(da * 2, "soc_stock", (-1.0, 1.0), "synthetic 0.1°")
     assert view.stats["renders"] == renders + 1 and view.stats["swaps"] == 0  # rasterize: re-render path
+
+
+def test_scenario_panel_runs_and_reports_signs(world):
+    """The scenario card's run (inline here, a worker thread when served): warming alone loses SOC
+    (Q10 > 1), more carbon input alone gains it; the chart, map and summary follow the result."""
+    from bokeh.document import Document as _Doc
+
+    from dashboard.app import build_app
+
+    app = build_app(world)
+    sc = app.scenario
+    sc.param.update(warming=3.0, npp=0, horizon=10, amplified=False)
+    sc.run()
+    assert sc.message == "" and not sc.running and sc.progress == 100
+    ds = sc.result
+    assert ds.sizes["year"] == 10 and list(ds.source.values) == [app.state.source]
+    warm = ds.soc_change_global.values[0]
+    assert warm[-1] < 0 and np.all(np.diff(warm) < 0)  # a ramp of warming: loss growing every year
+    assert "Pg C" in sc.summary.object and "-" in sc.summary.object
+    sc.param.update(warming=0.0, npp=20, compare=True)
+    sc.run()
+    assert sc.message == ""
+    gain = sc.result.soc_change_global
+    assert set(gain.source.values) >= {app.state.source, "homogeneous_mean"}
+    assert (gain.isel(year=-1).values > 0).all()
+    # both plots render with the result (trajectory: one curve per source)
+    for pane in (sc.trajectory, sc.map):
+        pane.get_root(_Doc())
+    curves = sc._curves(sc.result)
+    assert len(curves) == gain.sizes["source"]
+    # a region with no land is a message, not an exception
+    app.state.region = "box:170.0,171.0,-89.0,-88.0"
+    sc.run()
+    assert "no land" in sc.message or "no land cell" in sc.message
+    app.state.region = "globe"

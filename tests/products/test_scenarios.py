@@ -87,3 +87,42 @@ def test_homogeneous_source(engine):
 def test_uniform_forcing_defaults():
     f = Forcing.uniform(2, grid=get_grid())
     assert Scenario(warming=1.0).apply(f, 1.0).tsoi.sub(f.tsoi).eq(1.0).all()
+
+
+def test_region_run_equals_the_globe_restricted_to_its_cells(engine):
+    """A run on a region's cells is the same per-cell physics as the global run: its total equals
+    the global run's change summed over the region (coarsen=1, so no area extrapolation)."""
+    from proda_engine.products.regions import Region
+
+    sc = Scenario(warming=2.0, npp=0.05, ramp_years=3)
+    glob = world_scenario(engine, sc, 3, ["midpoint"], coarsen=1)
+    mid = float(np.median(engine.lon))
+    box = Region(kind="box", value=(-180.0, mid, -90.0, 90.0), label="west half")
+    within = engine.mask(box).reshape(-1)[engine.cells]
+    assert 0 < within.sum() < within.size
+    reg = world_scenario(engine, sc, 3, ["midpoint"], coarsen=1, within=within, region_label="west half")
+    assert reg.attrs["n_cells"] == int(within.sum()) and reg.attrs["selection"] == "west half"
+    m = glob["soc_change_map"].sel(source="midpoint", map_year=3).values
+    west = np.where(engine.mask(box), m, np.nan)
+    expect = np.nansum(west * 1000 * engine.area) / 1e15
+    assert float(reg["soc_change_global"][0, -1]) == pytest.approx(expect, rel=1e-10)
+
+
+def test_lattice_and_auto_coarsen(engine):
+    from proda_engine.products.scenarios import auto_coarsen, lattice_cells
+
+    n = engine.cells.size
+    assert lattice_cells(engine, 1).size == n
+    assert auto_coarsen(engine, n) == 1
+    c = auto_coarsen(engine, max(n // 3, 1))
+    assert c > 1 and lattice_cells(engine, c).size <= max(n // 3, 1)
+    assert lattice_cells(engine, c - 1).size > max(n // 3, 1)  # the finest lattice that fits
+    with pytest.raises(ValueError, match="max_cells"):
+        auto_coarsen(engine, 0)
+
+
+def test_progress_reaches_one_and_counts_the_control_run(engine):
+    seen: list[float] = []
+    world_scenario(engine, Scenario(warming=1.0), 2, ["midpoint"], coarsen=1, seasonal=True, equilibrium=False,
+                   progress=seen.append)
+    assert len(seen) == 4 and seen == sorted(seen) and seen[-1] == pytest.approx(1.0)  # run + control, 2 yr each
