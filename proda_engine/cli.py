@@ -132,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig.from_yaml(args.config) if args.config else default_train_config(args.method)
     overrides = {k: v for k, v in (("max_epochs", args.epochs), ("seed", args.seed), ("device", args.device),
-                                   ("block_size", args.block_size)) if v}
+                                   ("block_size", args.block_size), ("n_members", args.members)) if v}
     cfg = cfg.replace(**overrides)
     targets = xr.open_dataset(args.targets).load() if args.targets else None
     res = train_world(args.world, method=args.method, config=cfg, max_sites=args.max_sites, targets=targets)
@@ -144,6 +144,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             rmse = m.get("rmse", float("nan")) / 1000.0
             print(f"  {part}: E = {m.get('e', float('nan')):.3f}, RMSE = {rmse:.2f} kg C m-3")
     print(f"parameter map -> {res.theta_path}\nmodel -> {res.model_path}")
+    if cfg.n_members > 1:
+        print(f"ensemble of {cfg.n_members} members -> {res.theta_path.with_name(res.theta_path.stem + '_members.nc')}")
     return 0
 
 
@@ -345,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--device", default=None, help="cpu, cuda or auto")
     t.add_argument("--block-size", type=float, default=None, help="spatial split block, degrees (default 5)")
+    t.add_argument("--members", type=int, default=None,
+                   help="train an ensemble of N bootstrap members (mean map + theta_<source>_members.nc)")
     t.set_defaults(func=cmd_train)
     v = sub.add_parser("serve", help="open the dashboard (builds the default world and PRODA parameters on first run)")
     v.add_argument("--world", default=None, help="world name (default: $PRODA_WORLD or the global default)")

@@ -186,6 +186,10 @@ def train_world(world: str = "default", *, method: str = "end-to-end", config: T
 
     ``method="two-step"`` needs ``targets``: an MCMC posterior Dataset with ``theta`` (site, parameter)
     and ``lat``/``lon`` per site (``proda assimilate`` writes one).
+
+    ``config.n_members > 1`` trains an ensemble (bootstrap resamples of the training sites, one shared
+    split and encoder): the parameter map is the members' mean theta, and every member's map goes to
+    ``theta_<source>_members.nc`` (the dashboard's ensemble spread and +/- sd cards read it).
     """
     t0 = time.perf_counter()
     config = config or TrainConfig()
@@ -200,11 +204,17 @@ def train_world(world: str = "default", *, method: str = "end-to-end", config: T
         cov = ds.load()
     covariates = [n for n in COVARIATE_NAMES if n in cov]
     categorical = [n for n in CATEGORICAL_COVARIATES if n in covariates]
+    from proda_engine.learning.ensembles import train_ensemble
+
+    ensemble = config.n_members > 1
     if method == "end-to-end":
         sd = site_data(paths, wc, cov, profiles_dir=profiles_dir, max_sites=max_sites, seed=config.seed)
         config = _fit_block_size(config, sd.lat, sd.lon)
-        model = train_end_to_end(sd.table, sd.forcing, sd.observations, config=config, lat=sd.lat, lon=sd.lon,
-                                 covariates=covariates, categorical=categorical)
+        kw = {"config": config, "lat": sd.lat, "lon": sd.lon, "covariates": covariates, "categorical": categorical}
+        if ensemble:
+            members = train_ensemble(sd.table, forcing_sites=sd.forcing, observations=sd.observations, **kw).members
+        else:
+            members = [train_end_to_end(sd.table, sd.forcing, sd.observations, **kw)]
         report = sd.report
     elif method == "two-step":
         if targets is None:
@@ -214,14 +224,29 @@ def train_world(world: str = "default", *, method: str = "end-to-end", config: T
         cell, _ = nearest_land_cell(wc.lat, wc.lon, wc.cells, lat, lon)
         table = covariate_table(cov, wc, cell)
         th = targets["theta"].transpose("site", "parameter").values
-        model = train_two_step(table, th, config=config, lat=lat, lon=lon, covariates=covariates,
-                               categorical=categorical)
+        kw = {"config": config, "lat": lat, "lon": lon, "covariates": covariates, "categorical": categorical}
+        if ensemble:
+            members = train_ensemble(table, targets_theta=th, **kw).members
+        else:
+            members = [train_two_step(table, th, **kw)]
         report = {"sites": int(th.shape[0])}
     else:
         raise ValueError(f"method must be 'end-to-end' or 'two-step', found {method!r}")
-    theta = fill_missing_cells(predict_grid(model, cov, wc), wc)
+    model = members[0]
     source = SOURCE_FOR_METHOD[method]
     out = paths.root / "products"
+    if ensemble:
+        thetas = [fill_missing_cells(predict_grid(m, cov, wc), wc) for m in members]
+        stack = xr.concat(thetas, dim="member").assign_coords(member=np.arange(len(members)))
+        write_netcdf_atomic(stack.to_dataset(name="theta").assign_attrs(
+            source=source, method=method, world=world, n_members=len(members),
+            bootstrap=int(config.bootstrap)), out / f"theta_{source}_members.nc")
+        theta = stack.mean("member").clip(0.0, 1.0)
+        report["members"] = [m.metadata.get("evaluation") for m in members]
+    else:
+        theta = fill_missing_cells(predict_grid(model, cov, wc), wc)
+        # a members file from an earlier ensemble no longer describes this map
+        (out / f"theta_{source}_members.nc").unlink(missing_ok=True)
     theta_path = write_netcdf_atomic(theta.to_dataset(name="theta").assign_attrs(
         source=source, method=method, world=world), out / f"theta_{source}.nc")
     model_path = model.save(out / f"model_{source}.pt")

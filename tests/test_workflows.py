@@ -39,6 +39,22 @@ def test_end_to_end_training_writes_a_dashboard_source(tiny):
     assert r.totals["change_pg"] > 0
 
 
+def test_ensemble_training_writes_members_and_feeds_the_spread(tiny):
+    """n_members > 1: a bootstrap ensemble; the map is the members' mean and the members file gives
+    the dashboard its ensemble spread and +/- sd of regional totals."""
+    cfg = TrainConfig(hidden=(16, 16), max_epochs=3, patience=3, block_size=1.0, batch_size=64, seed=2, n_members=2)
+    res = train_world("tiny", method="end-to-end", config=cfg)
+    members = res.theta_path.with_name("theta_proda_e2e_members.nc")
+    with xr.open_dataset(members) as ds, xr.open_dataset(res.theta_path) as mean:
+        assert ds.sizes["member"] == 2
+        assert not np.allclose(ds["theta"].isel(member=0), ds["theta"].isel(member=1), equal_nan=True)
+        np.testing.assert_allclose(ds["theta"].mean("member").values, mean["theta"].values, rtol=1e-12)
+    api.world_engine.cache_clear()
+    assert api.has_ensemble("proda_e2e", "tiny")
+    tot = api.ensemble_totals(world="tiny", source="proda_e2e", depth="0-100cm")
+    assert tot["n_members"] == 2 and tot["sd_pg"] > 0
+
+
 def test_observed_sites_and_comparison(tiny):
     sites = api.observed_sites("tiny")
     assert {"profile_id", "lat", "lon", "n_layers", "obs_topsoil_kg_m3"} <= set(sites.columns) and len(sites) > 40
