@@ -284,21 +284,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_scenario(args: argparse.Namespace) -> int:
     """``proda scenario --world NAME --warming 2 --npp 0.1 --years 100 [--source ...] --out OUT.nc``."""
+
     from proda_engine.data import write_netcdf_atomic
-    from proda_engine.scenario_api import scenario
+    from proda_engine.scenario_api import ScenarioConfig, scenario
 
     t0 = time.perf_counter()
+    cfg = ScenarioConfig.from_yaml(args.config) if args.config else ScenarioConfig()
     sources = [s for item in (args.source or []) for s in item.split(",") if s] or None
-    ds = scenario(args.world, warming=args.warming, npp=args.npp, water=args.water, amplification=args.amplification,
-                  years=args.years, ramp_years=args.ramp_years, thaw_per_kelvin=args.thaw_per_kelvin, source=sources,
-                  coarsen=args.coarsen, seasonal=args.seasonal, map_years=args.map_years)
-    ds.attrs.update(_provenance(args, []))
+    flags = {"world": args.world, "warming": args.warming, "npp": args.npp, "water": args.water,
+             "amplification": args.amplification, "years": args.years, "ramp_years": args.ramp_years,
+             "thaw_per_kelvin": args.thaw_per_kelvin, "source": sources, "coarsen": args.coarsen,
+             "seasonal": args.seasonal or None, "map_years": args.map_years, "region": args.region,
+             "forcing_files": args.forcing_files}
+    cfg = cfg.replace(**{k: v for k, v in flags.items() if v is not None})  # flags override the file
+    ds = scenario(**cfg.to_dict())
+    ds.attrs.update(_provenance(args, [Path(p) for p in cfg.forcing_files or []]))
+    ds.attrs["cli_arguments"] = ds.attrs["config"]
+    ds.attrs["config"] = json.dumps(cfg.to_dict())  # the validated, merged run configuration
     write_netcdf_atomic(ds, args.out)
-    print(f"scenario ({ds.attrs['n_cells']} cells, {args.years} years) in {time.perf_counter() - t0:.1f} s "
+    print(f"scenario ({ds.attrs['n_cells']} cells, {cfg.years} years) in {time.perf_counter() - t0:.1f} s "
           f"-> {args.out}")
     for src in ds["source"].values:
         d = ds.sel(source=src)
-        print(f"  {src}: initial {float(d['soc_initial_global']):.1f} Pg C, change after {args.years} yr "
+        print(f"  {src}: initial {float(d['soc_initial_global']):.1f} Pg C, change after {cfg.years} yr "
               f"{float(d['soc_change_global'][-1]):+.2f} Pg C, steady state under the full change "
               f"{float(d['soc_change_equilibrium_global']):+.1f} Pg C")
     return 0
@@ -395,19 +403,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-test-sites", type=int, default=None, help="evaluate a random subsample of test sites")
     ev.set_defaults(func=cmd_evaluate)
     sc = sub.add_parser("scenario", help="climate scenario: transient SOC change (monthly implicit steps) per source")
+    sc.add_argument("--config", type=Path, help="scenario YAML (configs/scenario_2k.yaml); flags override it")
     sc.add_argument("--world", default=None, help="world name (default $PRODA_WORLD or 'default')")
-    sc.add_argument("--warming", type=float, default=0.0, help="soil warming at the end of the ramp, K")
-    sc.add_argument("--amplification", type=float, default=0.0, help="latitude amplification a: dT (1 + a (lat/90)^2)")
-    sc.add_argument("--npp", type=float, default=0.0, help="relative change of carbon input (0.1 = +10 %%)")
-    sc.add_argument("--water", type=float, default=0.0, help="relative change of the water scalar")
-    sc.add_argument("--years", type=int, default=100)
+    sc.add_argument("--warming", type=float, default=None, help="soil warming at the end of the ramp, K (default 0)")
+    sc.add_argument("--amplification", type=float, default=None, help="latitude amplification a: dT (1 + a (lat/90)^2)")
+    sc.add_argument("--npp", type=float, default=None, help="relative change of carbon input (0.1 = +10 %%)")
+    sc.add_argument("--water", type=float, default=None, help="relative change of the water scalar")
+    sc.add_argument("--years", type=int, default=None, help="simulated years (default 100)")
     sc.add_argument("--ramp-years", type=int, default=None, help="linear ramp length (default --years)")
-    sc.add_argument("--thaw-per-kelvin", type=float, default=0.15, help="permafrost active-layer deepening, m/K")
+    sc.add_argument("--thaw-per-kelvin", type=float, default=None, help="permafrost active-layer deepening, m/K")
     sc.add_argument("--source", action="append", help="parameter source(s), repeat or comma-separate "
                     "(e.g. proda_e2e,batch_da,default_clm5,homogeneous_mean)")
-    sc.add_argument("--coarsen", type=int, default=4, help="every n-th cell in lat and lon (1 = all cells)")
+    sc.add_argument("--coarsen", type=int, default=None, help="every n-th cell in lat and lon (default 4; 1 = all)")
     sc.add_argument("--seasonal", action="store_true", help="monthly operators (default: annual-mean operators)")
-    sc.add_argument("--map-years", type=int, nargs="*", default=[25, 50], help="years with stored maps (+ the last)")
+    sc.add_argument("--map-years", type=int, nargs="*", default=None, help="years with stored maps (+ the last)")
+    sc.add_argument("--region", default=None, help="a named region of the world (default: the globe)")
+    sc.add_argument("--forcing-files", nargs="+", default=None,
+                    help="user forcing series: one CLM5/CMIP-style 12-month netCDF per year (replaces the deltas)")
     sc.add_argument("--out", type=Path, required=True, help="output netCDF")
     sc.set_defaults(func=cmd_scenario)
     return ap

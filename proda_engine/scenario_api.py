@@ -8,15 +8,84 @@ The lead re-exports :func:`scenario` from :mod:`proda_engine.api`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from collections.abc import Callable, Sequence
+from os import PathLike
 
 import xarray as xr
 
 from proda_engine.products.regions import Region
 from proda_engine.products.scenarios import Scenario, auto_coarsen, world_scenario
 
-__all__ = ["Scenario", "scenario"]
+__all__ = ["Scenario", "ScenarioConfig", "scenario"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScenarioConfig:
+    """A scenario run as a validated, saveable configuration (``proda scenario --config run.yaml``).
+
+    Fields are the keyword arguments of :func:`scenario`; ``forcing_files`` (one 12-month netCDF per
+    year) replaces the warming / npp / water changes by a user forcing series.
+    """
+
+    world: str | None = None
+    warming: float = 0.0
+    npp: float = 0.0
+    water: float = 0.0
+    amplification: float = 0.0
+    years: int = 100
+    ramp_years: int | None = None
+    thaw_per_kelvin: float = 0.15
+    source: list[str] | None = None
+    coarsen: int | None = 4
+    max_cells: int | None = None
+    seasonal: bool = False
+    map_years: list[int] = dataclasses.field(default_factory=lambda: [25, 50])
+    equilibrium: bool = True
+    region: str | None = None
+    forcing_files: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        num = {"warming": float, "npp": float, "water": float, "amplification": float, "thaw_per_kelvin": float}
+        for name, typ in num.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ValueError(f"scenario config: {name} must be a number, found {v!r}")
+            object.__setattr__(self, name, typ(v))
+        for name in ("years", "ramp_years", "coarsen", "max_cells"):
+            v = getattr(self, name)
+            low = 0 if name == "ramp_years" else 1
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+                raise ValueError(f"scenario config: {name} must be a positive integer, found {v!r}")
+        if self.npp <= -1.0:
+            raise ValueError(f"scenario config: npp must be > -1 (a relative change), found {self.npp}")
+        if isinstance(self.source, str):
+            object.__setattr__(self, "source", [x for x in self.source.split(",") if x])
+
+    @classmethod
+    def from_yaml(cls, path: str | PathLike) -> ScenarioConfig:
+        """Read a YAML mapping; unknown keys are an error naming the file and the key."""
+        import yaml
+
+        with open(path) as fh:
+            raw = yaml.safe_load(fh) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a YAML mapping of scenario settings, found {type(raw).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown scenario setting(s) {unknown}; expected some of {sorted(known)}")
+        try:
+            return cls(**raw)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+    def replace(self, **changes) -> ScenarioConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0, water: float = 0.0,
@@ -24,7 +93,8 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
              thaw_per_kelvin: float = 0.15, source: str | Sequence[str] | None = None, coarsen: int | None = 4,
              seasonal: bool = False, map_years: Sequence[int] = (25, 50), equilibrium: bool = True,
              region: str | Region | None = None, max_cells: int | None = None,
-             progress: Callable[[float], None] | None = None) -> xr.Dataset:
+             progress: Callable[[float], None] | None = None,
+             forcing_files: Sequence[str | PathLike] | None = None) -> xr.Dataset:
     """Transient SOC response of a world to a ramped climate change, per parameter source.
 
     Args:
@@ -40,6 +110,8 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
         region: a named region of :func:`proda_engine.api.regions` or a Region (box, polygon): run only
             its cells; ``soc_change_global`` is then the region's total. Default: the globe.
         progress: called with the fraction done (0..1).
+        forcing_files: a user forcing series (one CLM5/CMIP-style 12-month netCDF per year, the last
+            repeating) instead of the warming / npp / water changes.
     Returns:
         Dataset of :func:`proda_engine.products.scenarios.world_scenario` (Pg C trajectories, regional
         totals, maps in kg C m-2) with provenance attributes.
@@ -61,7 +133,7 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
                   ramp_years=years if ramp_years is None else ramp_years, thaw_per_kelvin=thaw_per_kelvin)
     ds = world_scenario(eng, sc, years, sources, coarsen=coarsen, seasonal=seasonal, map_years=map_years,
                         equilibrium=equilibrium, within=within, region_label=reg.label if reg else "globe",
-                        progress=progress)
+                        progress=progress, forcing_files=forcing_files)
     try:
         from importlib.metadata import version
 

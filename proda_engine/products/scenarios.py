@@ -136,17 +136,26 @@ def forcing_from_files(paths: Sequence[str | PathLike], baseline: Forcing, cells
     def fn(year: int) -> Forcing:
         if year <= 0:
             return baseline
-        ds = read_forcing(paths[min(year, len(paths)) - 1], n_layers=L)
-        f, found = Forcing.from_dataset(ds, dtype=baseline.dtype, device=baseline.device, only_valid=cells is None)
+        path = paths[min(year, len(paths)) - 1]
+        ds = read_forcing(path, n_layers=L)
+        f, found = Forcing.from_dataset(ds, dtype=baseline.dtype, device=baseline.device, only_valid=True)
         if cells is not None:
-            pos = {int(c): i for i, c in enumerate(found)}
-            f = f.subset(np.array([pos[int(c)] for c in cells]))
+            f = f.subset(_positions(found, cells, path))
         if f.n_cells != baseline.n_cells:
-            raise ValueError(f"forcing file {paths[min(year, len(paths)) - 1]}: {f.n_cells} cells, "
-                             f"expected {baseline.n_cells}")
+            raise ValueError(f"forcing file {path}: {f.n_cells} valid cells, expected {baseline.n_cells}")
         return f
 
     return fn
+
+
+def _positions(found: np.ndarray, cells: np.ndarray, where: object) -> np.ndarray:
+    """Positions in ``found`` (valid flat cell indices of a forcing) of ``cells``; a missing cell is an error."""
+    pos = {int(c): i for i, c in enumerate(np.asarray(found))}
+    missing = [int(c) for c in cells if int(c) not in pos]
+    if missing:
+        raise ValueError(f"forcing {where}: {len(missing)} of the world's cells have no valid forcing "
+                         f"(first flat (lat, lon) index {missing[0]}); expected every baseline cell")
+    return np.array([pos[int(c)] for c in cells])
 
 
 def forcing_from_series(ds: xr.Dataset, baseline: Forcing, cells: np.ndarray | None = None) -> ForcingFn:
@@ -157,10 +166,9 @@ def forcing_from_series(ds: xr.Dataset, baseline: Forcing, cells: np.ndarray | N
         if year <= 0:
             return baseline
         one = ds.isel(year=min(year, len(years)) - 1)
-        f, found = Forcing.from_dataset(one, dtype=baseline.dtype, device=baseline.device, only_valid=cells is None)
+        f, found = Forcing.from_dataset(one, dtype=baseline.dtype, device=baseline.device, only_valid=True)
         if cells is not None:
-            pos = {int(c): i for i, c in enumerate(found)}
-            f = f.subset(np.array([pos[int(c)] for c in cells]))
+            f = f.subset(_positions(found, cells, f"series year {year}"))
         return f
 
     return fn
@@ -219,7 +227,8 @@ def auto_coarsen(engine, max_cells: int, within: np.ndarray | None = None) -> in
 def world_scenario(engine, scenario: Scenario, years: int, sources: Sequence[str], *, coarsen: int = 4,
                    seasonal: bool = False, map_years: Sequence[int] = (), closure: str | None = None,
                    equilibrium: bool = True, within: np.ndarray | None = None, region_label: str = "globe",
-                   progress: Callable[[float], None] | None = None) -> xr.Dataset:
+                   progress: Callable[[float], None] | None = None,
+                   forcing_files: Sequence[str | PathLike] | None = None) -> xr.Dataset:
     """Run ``scenario`` on a world's cells for each parameter source; global/regional totals and maps.
 
     Args:
@@ -236,6 +245,9 @@ def world_scenario(engine, scenario: Scenario, years: int, sources: Sequence[str
         within: bool per engine cell: run only the selected region's cells (``soc_change_global`` is
             then that region's total; ``region_label`` names it).
         progress: called with the fraction done (0..1) as the runs advance.
+        forcing_files: a user forcing time series instead of ``scenario``'s changes: one CLM5/CMIP-style
+            12-month netCDF per simulated year (:func:`forcing_from_files`; the last repeats). The
+            equilibrium answer is then the steady state under the last year's forcing.
     Returns:
         Dataset with ``soc_change_global`` (source, year), ``soc_change_region`` (source, region, year)
         and ``soc_initial_global`` (source) in Pg C; ``soc_change_map`` (source, map_year, lat, lon) in
@@ -278,8 +290,12 @@ def world_scenario(engine, scenario: Scenario, years: int, sources: Sequence[str
     flux = {k: np.zeros((S, years)) for k in ("inputs", "respiration")}
     maps = np.full((S, len(map_years), lat_m.size, lon_m.size), np.nan)
     n_bad = np.zeros(S, int)
-    fn = scenario.forcing_fn(f, lat_c)
-    runs = len(sources) * (2 if seasonal and not scenario.is_zero else 1)
+    if forcing_files:
+        fn = forcing_from_files(list(forcing_files), f, cells=engine.cells[idx], n_layers=f.n_layers)
+    else:
+        fn = scenario.forcing_fn(f, lat_c)
+    changed = bool(forcing_files) or not scenario.is_zero
+    runs = len(sources) * (2 if seasonal and changed else 1)
     done = [0]
 
     def tick(_y: int, _n: int) -> None:
@@ -292,7 +308,7 @@ def world_scenario(engine, scenario: Scenario, years: int, sources: Sequence[str
         ds = run_transient(p, fn, years, engine.grid, closure=closure, seasonal=seasonal, keep_profiles=False,
                            progress=tick)
         change = ds["soc"].values - ds["soc_initial"].values[None]
-        if seasonal and not scenario.is_zero:
+        if seasonal and changed:
             ctl = run_transient(p, f, years, engine.grid, closure=closure, seasonal=True, keep_profiles=False,
                                 progress=tick)
             change = change - (ctl["soc"].values - ctl["soc_initial"].values[None])
@@ -307,9 +323,12 @@ def world_scenario(engine, scenario: Scenario, years: int, sources: Sequence[str
             reg[s, r] = (np.where(ok & mask, change, 0.0) * w).sum(1) / G_PER_PG
         for i, y in enumerate(map_years):
             maps[s, i, ny, nx] = np.where(ok, change[y - 1], np.nan) / 1000.0
-        if equilibrium and not scenario.is_zero:
+        if equilibrium and changed:
             with torch.no_grad():
-                new = steady_state_under(scenario, p, f, engine.grid, lat=lat_c, closure=closure)
+                if forcing_files:
+                    new = steady_state(p, fn(years), engine.grid, closure=closure)
+                else:
+                    new = steady_state_under(scenario, p, f, engine.grid, lat=lat_c, closure=closure)
                 dz = torch.as_tensor(engine.grid.dz, dtype=new.soc.dtype)[:, None]
                 d_eq = (new.soc * dz).sum(0).numpy() - ds["soc_initial"].values
             eq[s] = float((np.where(ok & np.isfinite(d_eq), d_eq, 0.0) * w).sum() / G_PER_PG)
@@ -336,6 +355,8 @@ def world_scenario(engine, scenario: Scenario, years: int, sources: Sequence[str
                 "lat": lat_m, "lon": lon_m},
     )
     out["year"].attrs["long_name"] = "end of simulated year"
+    if forcing_files:
+        out.attrs["forcing_files"] = ", ".join(str(x) for x in forcing_files)
     out.attrs.update({**scenario.to_attrs(), "coarsen": coarsen, "n_cells": len(idx), "selection": region_label,
                       "n_cells_world": int(engine.cells.size), "seasonal": int(seasonal), "closure": closure,
                       "years": years, "scheme": "backward Euler, monthly steps",
