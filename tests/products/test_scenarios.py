@@ -163,7 +163,7 @@ def test_scenario_config_validation(tmp_path):
     assert cfg.warming == 2.0 and cfg.source == ["proda_e2e", "default_clm5"] and cfg.years == 10
     bad = tmp_path / "bad.yaml"
     bad.write_text("warmin: 2\n")
-    with pytest.raises(ValueError, match="bad.yaml.*unknown scenario setting.*warmin"):
+    with pytest.raises(ValueError, match=r"bad\.yaml.*unknown scenario setting.*warmin"):
         ScenarioConfig.from_yaml(bad)
     bad.write_text("years: -3\n")
     with pytest.raises(ValueError, match="years must be a positive integer"):
