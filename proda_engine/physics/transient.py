@@ -49,7 +49,7 @@ import xarray as xr
 
 from proda_engine.grid import Grid, get_grid
 from proda_engine.physics.forcing import Forcing
-from proda_engine.physics.inputs import input_profile, source_vector
+from proda_engine.physics.inputs import DAYS_PER_YEAR, input_profile, source_vector
 from proda_engine.physics.model import PhysicalParams, default_params, steady_state
 from proda_engine.physics.operator import Operator, assemble
 from proda_engine.physics.scalars import T_REF, month_mean_modifiers, xi_depth, xi_temperature, xi_water
@@ -399,12 +399,13 @@ def _tr_budget(x, kb, rb, lo, up, dz, dt, Lf, n, L, xs, a_resp, a_out):
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy", fastmath=_FAST)
-def _nb_transient_year(X, tsoi, w, o, fpi, lnq, ws, xd, k0, ms, ml, mean_mode, frac, resp, lo, up, src, dts, dz,
+def _nb_transient_year(X, tsoi, w, o, fpi, dT, lnq, ws, xd, k0, ms, ml, mean_mode, frac, resp, lo, up, src, dts,
+                       dz,
                        block, acc, soc_month):
     """Twelve backward-Euler months for every cell, X (7, L, C) updated in place, g C m-3.
 
     Per month m and cell: k_p = k0_p xi_D (xi_T xi_W xi_O)_m [xi_N,m for litter] with
-    xi_T = exp(ln Q10 (T - 298.15)/10), xi_W = min(1, w_s W), V_m from lo/up[c, m] (cell-major,
+    xi_T = exp(ln Q10 (T + dT_c - 298.15)/10), xi_W = min(1, w_s W), V_m from lo/up[c, m] (cell-major,
     (C, M, L)), shift 1/dt_m, right-hand side X/dt_m + I: factored (:func:`_tr_factor`) and solved
     (:func:`_tr_apply`). With ``mean_mode`` k uses the month means ms/ml (L, C) of the modifier products
     and V = lo/up[c, 0] all year, so the operator
@@ -486,7 +487,7 @@ def _nb_transient_year(X, tsoi, w, o, fpi, lnq, ws, xd, k0, ms, ml, mean_mode, f
                     else:
                         for i in range(n):
                             c = c0 + i
-                            v = (np.exp(lnq[c] * (tsoi[m, j, c] - T_REF) / 10.0) * o[m, j, c]
+                            v = (np.exp(lnq[c] * (tsoi[m, j, c] + dT[c] - T_REF) / 10.0) * o[m, j, c]
                                  * min(1.0, ws[c] * w[m, j, c]) * xd[j, c])
                             ssum[i] = v
                             lsum[i] = v * fpi[m, j, c]
@@ -562,6 +563,8 @@ class _FusedYear:
         self._key: tuple[np.ndarray, np.ndarray] | None = None
         self._lo_up: tuple[np.ndarray, np.ndarray] | None = None
         self._mean: tuple[np.ndarray, np.ndarray] | None = None
+        self._phi: tuple[np.ndarray, np.ndarray] | None = None
+        self._means: tuple | None = None
 
     def _transport(self, f: Forcing) -> tuple[np.ndarray, np.ndarray]:
         """Transport rates lo, up as (C, M, L), cell-major (M = 12 months, or 1 for the annual mean)."""
@@ -590,21 +593,49 @@ class _FusedYear:
             self._key = (alt, nb)
         return self._lo_up if self.seasonal else self._mean
 
-    def step(self, X: np.ndarray, f: Forcing, acc: np.ndarray, soc_month: np.ndarray) -> None:
-        """Advance X (7, L, C) by the 12 months of forcing ``f``; acc/soc_month as the kernel's."""
+    def _source(self, f: Forcing) -> np.ndarray:
+        """Daily source (4, L, C): inputs x phi / (365 dz); phi is cached while the permafrost
+        top-only rule selects the same cells (it depends only on the sign of ALTMAX_LASTYEAR)."""
+        top = _f64(f.altmax_lastyear) <= 0.0
+        top = top.any(0)
+        if self._phi is None or not np.array_equal(top, self._phi[0]):
+            self._phi = (top, _f64(input_profile(f, self.grid, self.p["beta"])))
+        scale = self._phi[1] / (DAYS_PER_YEAR * self.dz[:, None])  # (L, C)
+        return np.ascontiguousarray(_f64(f.inputs)[:, None, :] * scale[None])
+
+    def _month_means(self, f: Forcing) -> tuple[np.ndarray, np.ndarray]:
+        """Month means of the modifier products (L, C), cached for the same forcing fields."""
+        key = (id(f.tsoi), id(f.w_scalar), id(f.o_scalar), id(f.fpi))
+        if self._means is None or self._means[0] != key:
+            m_soil, m_litter = month_mean_modifiers(f, self.p["q10"], self.p["wscaling"])
+            self._means = (key, _f64(m_soil), _f64(m_litter), f)  # keep f alive: ids stay unique
+        return self._means[1], self._means[2]
+
+    def step(self, X: np.ndarray, f: Forcing, acc: np.ndarray, soc_month: np.ndarray,
+             warming: np.ndarray | None = None) -> None:
+        """Advance X (7, L, C) by the 12 months of forcing ``f``; acc/soc_month as the kernel's.
+
+        ``warming`` (C,), K: the year's soil temperature is f.tsoi + warming in every layer and month.
+        Given separately, it costs nothing per (month, layer): with the model's Q10 tie the warmed
+        modifier is xi_T(T) Q10^(dT/10), so the annual-mean path scales cached month means.
+        """
         C = X.shape[-1]
         lo, up = self._transport(f)
-        src = _f64(source_vector(f.inputs, input_profile(f, self.grid, self.p["beta"]), self.grid))
+        src = self._source(f)
+        dT = np.zeros(C) if warming is None else np.ascontiguousarray(warming, dtype=np.float64)
         if self.seasonal:
             mods = [_f64(t) for t in (f.tsoi, f.w_scalar, f.o_scalar, f.fpi)]
             ms = ml = np.zeros((1, 1))
-        else:  # one fused pass (exp per month, layer and cell) for the month means
+        else:
             mods = [np.zeros((1, 1, 1))] * 4
-            m_soil, m_litter = month_mean_modifiers(f, self.p["q10"], self.p["wscaling"])
-            ms, ml = _f64(m_soil), _f64(m_litter)
+            ms, ml = self._month_means(f)
+            if warming is not None:
+                factor = np.exp(self.lnq * dT / 10.0)[None, :]
+                ms, ml = ms * factor, ml * factor
         with kernel_threads(C):
-            _nb_transient_year(X, *mods, self.lnq, self.ws, self.xd, self.k0, ms, ml, not self.seasonal, self.frac,
-                               self.resp, lo, up, src, DAYS_IN_MONTH, self.dz, TRANSIENT_BLOCK, acc, soc_month)
+            _nb_transient_year(X, *mods, dT, self.lnq, self.ws, self.xd, self.k0, ms, ml, not self.seasonal,
+                               self.frac, self.resp, lo, up, src, DAYS_IN_MONTH, self.dz, TRANSIENT_BLOCK, acc,
+                               soc_month)
 
 
 
@@ -620,7 +651,10 @@ def run_transient(params: PhysicalParams | str, forcing: Forcing | ForcingFn, ye
         forcing: a constant :class:`Forcing` (12-month climatology), or a callable ``forcing(year)``
             returning the 12-month forcing of ``year`` (1..years; ``forcing(0)`` is the baseline used
             for the initial steady state). A whole year at a time, so every month's operator for
-            every cell is built in one vectorised pass.
+            every cell is built in one vectorised pass. The callable may also offer
+            ``offsets(year) -> (Forcing, warming (C,) K)``, the same year as fields plus a uniform
+            per-cell soil warming (:class:`~proda_engine.products.scenarios.Scenario` does); the fused
+            path then never materialises the warmed temperature field.
         years: number of years to simulate.
         seasonal: monthly operators (True) or each year's annual-mean operator (False; see module doc).
         initial: ``"steady"`` (steady state of the baseline forcing, spec §(b)) or pools (7, L, C), g C m-3.
@@ -670,7 +704,12 @@ def run_transient(params: PhysicalParams | str, forcing: Forcing | ForcingFn, ye
             if fused:
                 acc = np.zeros((3, C))
                 socm = np.empty((12, C))
-                year_fn.step(Xn, fn(y + 1), acc, socm)
+                offsets = getattr(fn, "offsets", None)
+                if offsets is not None:  # the year as baseline fields + a per-cell warming
+                    fy, warm = offsets(y + 1)
+                    year_fn.step(Xn, fy, acc, socm, warming=warm)
+                else:
+                    year_fn.step(Xn, fn(y + 1), acc, socm)
                 if soc_m is not None:
                     soc_m[y * 12:(y + 1) * 12] = socm
                 soc = Xn[4:].sum(0)

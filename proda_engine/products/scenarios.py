@@ -74,13 +74,18 @@ class Scenario:
             return np.full(n_cells, float(self.warming))
         return self.warming * (1.0 + self.amplification * (np.abs(np.asarray(lat, float)) / 90.0) ** 2)
 
-    def apply(self, base: Forcing, fraction: float, lat: np.ndarray | None = None) -> Forcing:
-        """The baseline forcing with ``fraction`` (0..1) of the change applied."""
+    def apply(self, base: Forcing, fraction: float, lat: np.ndarray | None = None, *,
+              warm_soil: bool = True) -> Forcing:
+        """The baseline forcing with ``fraction`` (0..1) of the change applied.
+
+        ``warm_soil=False`` leaves TSOI at the baseline (everything else changed, including the thaw
+        that the warming causes): the year's fields for :meth:`ScenarioForcing.offsets`.
+        """
         if fraction == 0.0 or self.is_zero:
             return base
         kw = {"dtype": base.dtype, "device": base.device}
         dT = torch.as_tensor(fraction * self.warming_per_cell(lat, base.n_cells), **kw)
-        tsoi = base.tsoi + dT
+        tsoi = base.tsoi + dT if (warm_soil and self.warming) else base.tsoi
         w = torch.clamp(base.w_scalar * (1.0 + fraction * self.water), 0.0, 1.0) if self.water else base.w_scalar
         inputs = base.inputs * (1.0 + fraction * self.npp) if self.npp else base.inputs
         altmax, alt_ly = base.altmax, base.altmax_lastyear
@@ -92,19 +97,37 @@ class Scenario:
         return Forcing(tsoi=tsoi, w_scalar=w, o_scalar=base.o_scalar, fpi=base.fpi, altmax=altmax,
                        altmax_lastyear=alt_ly, nbedrock=base.nbedrock, inputs=inputs, sand=base.sand, npp=base.npp)
 
-    def forcing_fn(self, base: Forcing, lat: np.ndarray | None = None) -> ForcingFn:
+    def forcing_fn(self, base: Forcing, lat: np.ndarray | None = None) -> ScenarioForcing:
         """``year -> Forcing`` for :func:`~proda_engine.physics.transient.run_transient` (year 0 = baseline).
 
         The forcing of year y uses the ramp at mid-year, r(y - 1/2), so a 100-year ramp reaches the
         full change during year 100 and the annual steps see a piecewise-constant linear ramp.
         """
-        def fn(year: int) -> Forcing:
-            return self.apply(base, self.ramp(year - 0.5) if year > 0 else 0.0, lat)
-
-        return fn
+        return ScenarioForcing(self, base, lat)
 
     def to_attrs(self) -> dict[str, float]:
         return {f"scenario_{k}": float(v) for k, v in asdict(self).items()}
+
+
+class ScenarioForcing:
+    """A scenario's forcing series: ``fn(year)`` is the full Forcing of that year (year 0 = baseline);
+    ``fn.offsets(year)`` is the same year as (fields without the soil warming, warming per cell (C,) K),
+    which the fused transient path uses to skip re-reading and re-exponentiating the 12-month
+    temperature field every year (tested equal to the full forcing)."""
+
+    def __init__(self, scenario: Scenario, base: Forcing, lat: np.ndarray | None) -> None:
+        self.scenario, self.base, self.lat = scenario, base, lat
+        self._dT = scenario.warming_per_cell(lat, base.n_cells)
+
+    def fraction(self, year: int) -> float:
+        return self.scenario.ramp(year - 0.5) if year > 0 else 0.0
+
+    def __call__(self, year: int) -> Forcing:
+        return self.scenario.apply(self.base, self.fraction(year), self.lat)
+
+    def offsets(self, year: int) -> tuple[Forcing, np.ndarray]:
+        r = self.fraction(year)
+        return self.scenario.apply(self.base, r, self.lat, warm_soil=False), r * self._dT
 
 
 def steady_state_under(scenario: Scenario, params: PhysicalParams | str, base: Forcing, grid: Grid | None = None, *,
