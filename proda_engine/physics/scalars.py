@@ -135,6 +135,46 @@ def _nb_month_means(tsoi, w, o, fpi, lnq, ws, out, deriv):
                 out[q, j, c] /= M
 
 
+def month_means_and_diagnostic(forcing: Forcing, grid: Grid, q10: torch.Tensor, wscaling: torch.Tensor,
+                               efolding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(m_soil, m_litter, xi_hat)`` of :func:`month_mean_modifiers` and :func:`diagnostic_modifier`
+    from one compiled pass over the 12-month fields (no gradients): the what-if path needs all three
+    whenever Q10 or the water scaling move, and each pass costs one exp per month, layer and cell."""
+    if forcing.device.type != "cpu" or (torch.is_grad_enabled() and (q10.requires_grad or wscaling.requires_grad)):
+        ms, ml = month_mean_modifiers(forcing, q10, wscaling)
+        return ms, ml, diagnostic_modifier(forcing, grid, q10, wscaling, efolding)
+    arrs = [np.ascontiguousarray(t.detach().numpy(), dtype=np.float64) for t in
+            (forcing.tsoi, forcing.w_scalar, forcing.o_scalar, forcing.fpi, torch.log(q10.detach()),
+             wscaling.detach())]
+    out = np.empty((4, *forcing.tsoi.shape[1:]))
+    with kernel_threads(forcing.n_cells):
+        _nb_month_means_diag(*arrs, out)
+    t = torch.as_tensor(out, dtype=forcing.dtype)
+    return t[0], t[1], t[2] * t[3] * xi_depth(grid, efolding.detach()).to(forcing.dtype)
+
+
+@numba.njit(parallel=True, cache=True)
+def _nb_month_means_diag(tsoi, w, o, fpi, lnq, ws, out):
+    """out = (<xi_T xi_W xi_O>, <xi_T xi_W xi_O xi_N>, <xi_T>, <xi_W>) over the months, each (L, C)."""
+    M, L, C = tsoi.shape
+    for j in numba.prange(L):
+        for q in range(4):
+            for c in range(C):
+                out[q, j, c] = 0.0
+        for m in range(M):
+            for c in range(C):
+                xt = np.exp(lnq[c] * (tsoi[m, j, c] - T_REF) / 10.0)
+                xw = min(1.0, ws[c] * w[m, j, c])
+                v = xt * xw * o[m, j, c]
+                out[0, j, c] += v
+                out[1, j, c] += v * fpi[m, j, c]
+                out[2, j, c] += xt
+                out[3, j, c] += xw
+        for q in range(4):
+            for c in range(C):
+                out[q, j, c] /= M
+
+
 def diagnostic_modifier(forcing: Forcing, grid: Grid, q10: torch.Tensor, wscaling: torch.Tensor,
                         efolding: torch.Tensor) -> torch.Tensor:
     """The bulk-diagnostic modifier xi_hat_j = <xi_T>_j <xi_W>_j xi_D,j (no xi_O, no xi_N), (L, C).

@@ -30,7 +30,7 @@ from proda_engine.physics import diagnostics as dg
 from proda_engine.physics.inputs import input_profile
 from proda_engine.physics.model import Status
 from proda_engine.physics.operator import Operator, assemble
-from proda_engine.physics.scalars import diagnostic_modifier, month_mean_modifiers, xi_depth
+from proda_engine.physics.scalars import month_means_and_diagnostic, xi_depth
 from proda_engine.physics.solver import solve
 from proda_engine.physics.transfer import base_rates, fraction_tensor
 from proda_engine.products.regions import Region, cell_area, region_mask, total_pg
@@ -192,14 +192,16 @@ class WhatIfEngine:
             if q["NPP"] != 0.0:
                 f = f.with_inputs(f.inputs * (1.0 + q["NPP"]))
             xi_key = (source, "Xi", q["Xi"])
-            mods = self._part(xi_key, lambda: month_mean_modifiers(f, p["q10"], p["wscaling"]))
+            # month means and the diagnostic modifier from one pass (one exp per month, layer, cell)
+            both = self._part((*xi_key, "means"), lambda: month_means_and_diagnostic(
+                f, self.grid, p["q10"], p["wscaling"], p["efolding"]))
+            mods = both[:2]
             xd = self._part((*xi_key, "depth"), lambda: xi_depth(self.grid, p["efolding"]))
             phi = self._part((source, "I", q["I"]), lambda: input_profile(f, self.grid, p["beta"]))
             op, op_valid = self._operator(source, q, p, f, mods, xd, phi)
             X = solve(op)
             cin = f.inputs.sum(0).numpy()
-            xhat = self._part((*xi_key, "xhat"), lambda: diagnostic_modifier(
-                f, self.grid, p["q10"], p["wscaling"], p["efolding"]))
+            xhat = both[2]
             status, soc, st, cue = dg.fused_summaries(X, op, p, xhat, self.grid, op_valid=op_valid)
             stocks = {k: v.numpy() / 1000.0 for k, v in st.items()}
         bad = status.numpy() != Status.OK

@@ -77,3 +77,22 @@ def test_transport_regimes():
     mid = (zi > 1.0) & (zi < 3.0)
     np.testing.assert_allclose(phi[0, mid, 1], 1 - (zi[mid] - 1.0) / 2.0)
     assert (phi[0, :, 2] == 0).all()
+
+
+def test_fused_month_means_and_diagnostic_match_the_separate_functions(rng):
+    """The what-if path's single pass equals month_mean_modifiers + diagnostic_modifier."""
+    from proda_engine.grid import get_grid
+    from proda_engine.physics import params_from_theta
+    from proda_engine.physics.scalars import diagnostic_modifier, month_mean_modifiers, month_means_and_diagnostic
+
+    from .helpers import random_forcing, random_theta
+
+    g = get_grid()
+    f = random_forcing(rng, 50, g)
+    p = params_from_theta(random_theta(rng, 50))
+    with torch.no_grad():
+        ms, ml, xh = month_means_and_diagnostic(f, g, p["q10"], p["wscaling"], p["efolding"])
+        ms0, ml0 = month_mean_modifiers(f, p["q10"], p["wscaling"])
+        xh0 = diagnostic_modifier(f, g, p["q10"], p["wscaling"], p["efolding"])
+    for a, b in ((ms, ms0), (ml, ml0), (xh, xh0)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
