@@ -98,6 +98,9 @@ def main() -> None:
     ap.add_argument("--world", default="default", help="world to serve (default: the 0.5° globe)")
     ap.add_argument("--moves", type=int, default=10, help="slider steps per kind")
     ap.add_argument("--screenshot", default=None, help="save a screenshot of the loaded app here")
+    ap.add_argument("--scenario", action="store_true",
+                    help="also time a climate-scenario run (default 2 K / +10 %% NPP / 100 yr, with comparison)")
+    ap.add_argument("--scenario-screenshot", default=None, help="save a screenshot of the scenario row here")
     args = ap.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -140,6 +143,19 @@ def main() -> None:
                 page.get_by_text("Observed vs modelled").first.click()
                 page.wait_for_timeout(6000)
                 page.screenshot(path=args.screenshot)
+            if args.scenario or args.scenario_screenshot:
+                page.get_by_text("compare: homogeneous parameters, default CLM5").first.click()
+                t0 = time.monotonic()
+                page.locator(".proda-run-scenario button").first.click()
+                page.wait_for_function(
+                    "() => [...document.querySelectorAll('*')].some(e => e.shadowRoot && "
+                    "e.shadowRoot.textContent.includes('committed change'))", timeout=600_000, polling=200)
+                print(f"climate scenario (globe lattice, 100 yr, 3 sources) from click to summary: "
+                      f"{time.monotonic() - t0:.1f} s")
+                if args.scenario_screenshot:
+                    page.locator(".proda-scenario").first.scroll_into_view_if_needed()
+                    page.wait_for_timeout(3000)
+                    page.screenshot(path=args.scenario_screenshot)
             browser.close()
         for name, rows in (("new position (cold engine solve)", new), ("revisited position (cached)", back)):
             if os.environ.get("PRODA_BENCH_VERBOSE"):

@@ -295,7 +295,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
              "amplification": args.amplification, "years": args.years, "ramp_years": args.ramp_years,
              "thaw_per_kelvin": args.thaw_per_kelvin, "source": sources, "coarsen": args.coarsen,
              "seasonal": args.seasonal or None, "map_years": args.map_years, "region": args.region,
-             "forcing_files": args.forcing_files}
+             "forcing_files": args.forcing_files, "ensemble": args.ensemble}
     cfg = cfg.replace(**{k: v for k, v in flags.items() if v is not None})  # flags override the file
     ds = scenario(**cfg.to_dict())
     ds.attrs.update(_provenance(args, [Path(p) for p in cfg.forcing_files or []]))
@@ -418,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--seasonal", action="store_true", help="monthly operators (default: annual-mean operators)")
     sc.add_argument("--map-years", type=int, nargs="*", default=None, help="years with stored maps (+ the last)")
     sc.add_argument("--region", default=None, help="a named region of the world (default: the globe)")
+    sc.add_argument("--ensemble", action="store_true", default=None,
+                    help="also run every member of sources with an ensemble product (adds the spread)")
     sc.add_argument("--forcing-files", nargs="+", default=None,
                     help="user forcing series: one CLM5/CMIP-style 12-month netCDF per year (replaces the deltas)")
     sc.add_argument("--out", type=Path, required=True, help="output netCDF")

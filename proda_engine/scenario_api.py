@@ -45,6 +45,7 @@ class ScenarioConfig:
     equilibrium: bool = True
     region: str | None = None
     forcing_files: list[str] | None = None
+    ensemble: bool = False
 
     def __post_init__(self) -> None:
         num = {"warming": float, "npp": float, "water": float, "amplification": float, "thaw_per_kelvin": float}
@@ -94,7 +95,7 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
              seasonal: bool = False, map_years: Sequence[int] = (25, 50), equilibrium: bool = True,
              region: str | Region | None = None, max_cells: int | None = None,
              progress: Callable[[float], None] | None = None,
-             forcing_files: Sequence[str | PathLike] | None = None) -> xr.Dataset:
+             forcing_files: Sequence[str | PathLike] | None = None, ensemble: bool = False) -> xr.Dataset:
     """Transient SOC response of a world to a ramped climate change, per parameter source.
 
     Args:
@@ -112,6 +113,9 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
         progress: called with the fraction done (0..1).
         forcing_files: a user forcing series (one CLM5/CMIP-style 12-month netCDF per year, the last
             repeating) instead of the warming / npp / water changes.
+        ensemble: also run every member of each source that has an ensemble product
+            (``theta_<source>_members.nc``, see ``proda train --members``); adds the member runs
+            (``<source>#m<k>``) and ``soc_change_global_ensemble_sd`` (ensemble_source, year), Pg C.
     Returns:
         Dataset of :func:`proda_engine.products.scenarios.world_scenario` (Pg C trajectories, regional
         totals, maps in kg C m-2) with provenance attributes.
@@ -131,9 +135,28 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
         sources = [source] if isinstance(source, str) else list(source)
     sc = Scenario(warming=warming, amplification=amplification, water=water, npp=npp,
                   ramp_years=years if ramp_years is None else ramp_years, thaw_per_kelvin=thaw_per_kelvin)
+    extra, groups = {}, {}
+    if ensemble:
+        from proda_engine.data.world import ensure_world
+        from proda_engine.products.layers import load_member_thetas, members_path
+
+        root = ensure_world(world or api.world_name()).root
+        for src in list(sources):
+            path = members_path(root, src)
+            if path.exists():
+                thetas = load_member_thetas(path, eng)
+                names = [f"{src}#m{k}" for k in range(len(thetas))]
+                extra.update(zip(names, thetas, strict=True))
+                groups[src] = names
+                sources += names
     ds = world_scenario(eng, sc, years, sources, coarsen=coarsen, seasonal=seasonal, map_years=map_years,
                         equilibrium=equilibrium, within=within, region_label=reg.label if reg else "globe",
-                        progress=progress, forcing_files=forcing_files)
+                        progress=progress, forcing_files=forcing_files, extra_sources=extra or None)
+    if groups:
+        sd = xr.concat([ds["soc_change_global"].sel(source=names).std("source", ddof=1)
+                        .expand_dims(ensemble_source=[src]) for src, names in groups.items()], dim="ensemble_source")
+        ds["soc_change_global_ensemble_sd"] = sd.assign_attrs(
+            units="Pg C", long_name="ensemble s.d. of the global SOC change (members of the source)")
     try:
         from importlib.metadata import version
 

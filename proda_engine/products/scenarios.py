@@ -207,9 +207,12 @@ LAT_BANDS: dict[str, tuple[float, float]] = {
 G_PER_PG = 1e15
 
 
-def _source_params(engine, name: str, idx: np.ndarray, forcing: Forcing) -> PhysicalParams:
+def _source_params(engine, name: str, idx: np.ndarray, forcing: Forcing,
+                   extra: dict[str, np.ndarray] | None = None) -> PhysicalParams:
     from proda_engine.physics.model import params_from_theta
 
+    if extra and name in extra:  # e.g. one ensemble member's theta, (C, 21) over the engine's cells
+        return params_from_theta(np.asarray(extra[name])[idx], dtype=forcing.dtype)
     if name == "homogeneous_mean":  # a batch-DA-like set: the across-cell mean theta of trained PRODA
         arrays = [k for k, v in engine.sources.items() if not isinstance(v, str)]
         base = next((k for k in ("proda_e2e", "proda_two_step") if k in arrays), arrays[0] if arrays else None)
@@ -251,7 +254,8 @@ def world_scenario(engine, scenario: Scenario, years: int, sources: Sequence[str
                    seasonal: bool = False, map_years: Sequence[int] = (), closure: str | None = None,
                    equilibrium: bool = True, within: np.ndarray | None = None, region_label: str = "globe",
                    progress: Callable[[float], None] | None = None,
-                   forcing_files: Sequence[str | PathLike] | None = None) -> xr.Dataset:
+                   forcing_files: Sequence[str | PathLike] | None = None,
+                   extra_sources: dict[str, np.ndarray] | None = None) -> xr.Dataset:
     """Run ``scenario`` on a world's cells for each parameter source; global/regional totals and maps.
 
     Args:
@@ -271,6 +275,8 @@ def world_scenario(engine, scenario: Scenario, years: int, sources: Sequence[str
         forcing_files: a user forcing time series instead of ``scenario``'s changes: one CLM5/CMIP-style
             12-month netCDF per simulated year (:func:`forcing_from_files`; the last repeats). The
             equilibrium answer is then the steady state under the last year's forcing.
+        extra_sources: more parameter sets by name, unit-interval theta (C, 21) over the engine's cells
+            (ensemble members); list their names in ``sources``.
     Returns:
         Dataset with ``soc_change_global`` (source, year), ``soc_change_region`` (source, region, year)
         and ``soc_initial_global`` (source) in Pg C; ``soc_change_map`` (source, map_year, lat, lon) in
@@ -327,7 +333,7 @@ def world_scenario(engine, scenario: Scenario, years: int, sources: Sequence[str
             progress(min(done[0] / (runs * years), 1.0))
 
     for s, name in enumerate(sources):
-        p = _source_params(engine, name, idx, f)
+        p = _source_params(engine, name, idx, f, extra_sources)
         ds = run_transient(p, fn, years, engine.grid, closure=closure, seasonal=seasonal, keep_profiles=False,
                            progress=tick)
         change = ds["soc"].values - ds["soc_initial"].values[None]

@@ -193,3 +193,30 @@ def test_cli_scenario_from_config_writes_provenance(tmp_path):
         assert np.isfinite(ds["soc_change_global"].values).all()
         assert "soc_change_map" in ds and ds.attrs["proda_engine_version"]
     assert not list(tmp_path.glob("*.tmp*"))  # written to a temporary name, then renamed
+
+
+def test_scenario_ensemble_members_and_spread(tmp_path):
+    """ensemble=True runs every member of a source with an ensemble product and reports the s.d."""
+    import xarray as xr
+
+    from proda_engine.data.world import ensure_world
+    from proda_engine.scenario_api import scenario
+
+    root = ensure_world("tiny").root
+    path = root / "products" / "theta_twin_truth_members.nc"
+    if not path.exists():
+        with xr.open_dataset(root / "truth_parameters.nc") as ds:
+            theta = ds["theta"].load()
+        rng = np.random.default_rng(0)
+        ens = xr.concat([(theta + 0.05 * rng.standard_normal(theta.shape)).clip(0.01, 0.97) for _ in range(3)],
+                        dim="member").assign_coords(member=np.arange(3))
+        path.parent.mkdir(exist_ok=True)
+        xr.Dataset({"theta": ens}).to_netcdf(path)
+    ds = scenario("tiny", warming=2.0, years=3, source=["twin_truth", "midpoint"], coarsen=1, ensemble=True)
+    names = [str(s) for s in ds.source.values]
+    members = [n for n in names if n.startswith("twin_truth#m")]
+    assert len(members) >= 2 and "midpoint" in names
+    sd = ds["soc_change_global_ensemble_sd"].sel(ensemble_source="twin_truth").values
+    expect = ds["soc_change_global"].sel(source=members).std("source", ddof=1).values
+    np.testing.assert_allclose(sd, expect)
+    assert (sd > 0).all() and list(ds["ensemble_source"].values) == ["twin_truth"]
