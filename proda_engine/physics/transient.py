@@ -400,18 +400,19 @@ def _tr_budget(x, kb, rb, lo, up, dz, dt, Lf, n, L, xs, a_resp, a_out):
 
 @numba.njit(parallel=True, cache=True, error_model="numpy", fastmath=_FAST)
 def _nb_transient_year(X, tsoi, w, o, fpi, dT, lnq, ws, xd, k0, ms, ml, mean_mode, frac, resp, lo, up, src, dts,
-                       dz,
+                       dz, w100,
                        block, acc, soc_month):
     """Twelve backward-Euler months for every cell, X (7, L, C) updated in place, g C m-3.
 
     Per month m and cell: k_p = k0_p xi_D (xi_T xi_W xi_O)_m [xi_N,m for litter] with
     xi_T = exp(ln Q10 (T + dT_c - 298.15)/10), xi_W = min(1, w_s W), V_m from lo/up[c, m] (cell-major,
     (C, M, L)), shift 1/dt_m, right-hand side X/dt_m + I: factored (:func:`_tr_factor`) and solved
-    (:func:`_tr_apply`). With ``mean_mode`` k uses the month means ms/ml (L, C) of the modifier products
-    and V = lo/up[c, 0] all year, so the operator
-    changes only with the day count: it is factored once per distinct month length (3, not 12).
-    acc (3, C) += the year's inputs, respiration and transport outflow (g C m-2; fluxes at the
-    end-of-step state, so the budget is exact); soc_month (12, C) = S1+S2+S3 stock after each month.
+    (:func:`_tr_apply`). With ``mean_mode`` k uses the month means ms/ml (L, C) of the modifier
+    products and V = lo/up[c, 0] all year, so the operator changes only with the day count: it is
+    factored once per distinct month length (3, not 12). acc (3 or 5, C) += the year's inputs,
+    respiration and transport outflow (g C m-2; fluxes at the end-of-step state, so the budget is
+    exact) [and, with 5 rows, the end-of-year total carbon and w100-weighted SOC stock];
+    soc_month (12, C) = S1+S2+S3 stock after each month.
     """
     L, C = X.shape[1], X.shape[2]
     Lf = frac.shape[1]
@@ -539,6 +540,12 @@ def _nb_transient_year(X, tsoi, w, o, fpi, dT, lnq, ws, xd, k0, ms, ml, mean_mod
             acc[0, c0 + i] += a_in[i]
             acc[1, c0 + i] += a_resp[i]
             acc[2, c0 + i] += a_out[i]
+        if acc.shape[0] > 3:  # end-of-year stocks: all carbon, and SOC weighted by w100 (e.g. 0-100 cm)
+            for j in range(L):
+                for i in range(n):
+                    soil = xb[4, j, i] + xb[5, j, i] + xb[6, j, i]
+                    acc[3, c0 + i] += dz[j] * (xb[0, j, i] + xb[1, j, i] + xb[2, j, i] + xb[3, j, i] + soil)
+                    acc[4, c0 + i] += dz[j] * w100[j] * soil
 
 
 def _f64(t: torch.Tensor) -> np.ndarray:
@@ -560,6 +567,7 @@ class _FusedYear:
         self.ws = _f64(params["wscaling"])
         self.kb, self.kc = _f64(params["diffus"]), _f64(params["cryo"])
         self.dz = np.ascontiguousarray(grid.dz, dtype=np.float64)
+        self.w100 = np.ascontiguousarray(grid.interval_weights(0.0, 1.0), dtype=np.float64)
         self._key: tuple[np.ndarray, np.ndarray] | None = None
         self._lo_up: tuple[np.ndarray, np.ndarray] | None = None
         self._mean: tuple[np.ndarray, np.ndarray] | None = None
@@ -634,8 +642,8 @@ class _FusedYear:
                 ms, ml = ms * factor, ml * factor
         with kernel_threads(C):
             _nb_transient_year(X, *mods, dT, self.lnq, self.ws, self.xd, self.k0, ms, ml, not self.seasonal,
-                               self.frac, self.resp, lo, up, src, DAYS_IN_MONTH, self.dz, TRANSIENT_BLOCK, acc,
-                               soc_month)
+                               self.frac, self.resp, lo, up, src, DAYS_IN_MONTH, self.dz, self.w100,
+                               TRANSIENT_BLOCK, acc, soc_month)
 
 
 
@@ -697,12 +705,11 @@ def run_transient(params: PhysicalParams | str, forcing: Forcing | ForcingFn, ye
         if fused:
             year_fn = _FusedYear(p, grid, closure, seasonal)
             Xn = np.ascontiguousarray(X.numpy())
-            w100n, dzn = w100.numpy()[:, 0], dz.numpy()[:, 0]
         else:
             builder = _OperatorBuilder(p, grid, closure, seasonal)
         for y in range(years):
             if fused:
-                acc = np.zeros((3, C))
+                acc = np.zeros((5, C))  # inputs, respiration, outflow; end-of-year carbon, SOC 0-100 cm
                 socm = np.empty((12, C))
                 offsets = getattr(fn, "offsets", None)
                 if offsets is not None:  # the year as baseline fields + a per-cell warming
@@ -712,10 +719,9 @@ def run_transient(params: PhysicalParams | str, forcing: Forcing | ForcingFn, ye
                     year_fn.step(Xn, fn(y + 1), acc, socm)
                 if soc_m is not None:
                     soc_m[y * 12:(y + 1) * 12] = socm
-                soc = Xn[4:].sum(0)
                 out["soc"][y] = socm[11]
-                out["soc_0_100cm"][y] = (soc * (dzn * w100n)[:, None]).sum(0)
-                out["carbon"][y] = (Xn.sum(0) * dzn[:, None]).sum(0)
+                out["soc_0_100cm"][y] = acc[4]
+                out["carbon"][y] = acc[3]
                 for i, name in enumerate(("inputs", "respiration", "outflow")):
                     out[name][y] = acc[i]
                 if progress is not None:
