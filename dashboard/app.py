@@ -68,6 +68,10 @@ def warm(world: str | None = None) -> None:
         store_mod.ensemble_spread(world, state.source, state.depth)
     region = store_mod.resolve_region(state.region, world)
     store_mod.sensitivity(world, region, state.depth, state.source)
+    try:  # the variable select asks whether the world has observed sites (parsed once, then cached)
+        store_mod.observed_sites(world)
+    except Exception as exc:  # a world without observations still serves
+        log.info("no observed sites for the dashboard: %s", exc)
 
 
 class DashboardApp(param.Parameterized):

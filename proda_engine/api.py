@@ -219,8 +219,14 @@ def profile(lat: float, lon: float, *, perturbation: dict[str, float] | None = N
 
 @functools.lru_cache(maxsize=4)
 def _site_set(world: str | None):
+    """The world's observed profiles matched to its land cells; parsed once, then kept in the world's
+    cache folder (``sites.pkl``, keyed by the WoSIS files' names, sizes and times), because parsing
+    50,000 profiles takes ~30 s and the dashboard needs them before its first page."""
+    import pickle
+
     from proda_engine.data import read_profiles
     from proda_engine.data.world import ensure_world
+    from proda_engine.data.writers import write_bytes_atomic
     from proda_engine.products.sites import SiteSet
 
     paths = ensure_world(world or world_name())
@@ -228,7 +234,22 @@ def _site_set(world: str | None):
         from proda_engine.workflows import build_twin_world
 
         build_twin_world(world or world_name())
-    return SiteSet.from_layers(read_profiles(paths.wosis_dir).layers, world_engine(world))
+    stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(paths.wosis_dir.iterdir())
+             if p.is_file()]
+    cache = paths.root / "cache" / "sites.pkl"
+    if cache.exists():
+        try:
+            with open(cache, "rb") as fh:
+                saved_stamp, sites = pickle.load(fh)
+            if saved_stamp == stamp and len(sites.profiles) and sites.profiles["cell"].max() < world_engine(
+                    world).cells.size:
+                return sites
+        except Exception:  # an unreadable or stale cache is rebuilt below
+            pass
+    sites = SiteSet.from_layers(read_profiles(paths.wosis_dir).layers, world_engine(world))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(pickle.dumps((stamp, sites)), cache)
+    return sites
 
 
 def observed_sites(world: str | None = None) -> pd.DataFrame:

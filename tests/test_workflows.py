@@ -1,6 +1,7 @@
 """World-level workflows on the tiny world: twin observations, end-to-end training, the API source."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -75,3 +76,24 @@ def test_block_size_adapts_to_small_worlds():
     assert _fit_block_size(TrainConfig(), lat, lon).block_size < 5.0
     glat, glon = rng.uniform(-60, 80, 5000), rng.uniform(-180, 180, 5000)
     assert _fit_block_size(TrainConfig(), glat, glon).block_size == 5.0
+
+
+def test_observed_sites_are_cached_on_disk_and_refreshed_when_files_change(tiny):
+    """Parsing every profile is slow on the globe, so the matched site set is kept in the world's
+    cache folder; it is reused while the WoSIS files are unchanged and rebuilt when they change."""
+    import os
+
+    api._site_set.cache_clear()
+    first = api.observed_sites("tiny")
+    cache = tiny.paths.root / "cache" / "sites.pkl"
+    assert cache.exists()
+    t0 = cache.stat().st_mtime_ns
+    api._site_set.cache_clear()
+    again = api.observed_sites("tiny")
+    assert cache.stat().st_mtime_ns == t0  # reused, not rewritten
+    pd.testing.assert_frame_equal(first, again)
+    tsv = next(tiny.paths.wosis_dir.glob("*.tsv"))
+    os.utime(tsv, ns=(tsv.stat().st_atime_ns, tsv.stat().st_mtime_ns + 1_000_000_000))
+    api._site_set.cache_clear()
+    api.observed_sites("tiny")
+    assert cache.stat().st_mtime_ns != t0  # a changed input file rebuilds the cache

@@ -198,7 +198,7 @@ class ScenarioView(param.Parameterized):
         lon0, lon1, lat0, lat1 = world_extent(self.world)
         coast = hv.Path(list(coastline_paths(self.world)), kdims=["lon", "lat"]).opts(color="#444", line_width=0.6)
         if result is None:
-            img = hv.Image(np.full((2, 2), np.nan), bounds=(lon0, lat0, lon1, lat1), kdims=["lon", "lat"])
+            img = hv.Image(np.zeros((2, 2)), bounds=(lon0, lat0, lon1, lat1), kdims=["lon", "lat"])  # white on RdBu
             title = "SOC change map at the horizon"
             clim = (-1.0, 1.0)
         else:

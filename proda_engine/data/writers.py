@@ -99,6 +99,11 @@ def write_netcdf_atomic(
     return _atomic(path, write)
 
 
+def write_bytes_atomic(data: bytes, path: str | PathLike) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename (never a partial file)."""
+    return _atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
 def write_text_atomic(text: str, path: str | PathLike, *, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically (UTF-8, ``\\n`` line endings as given); returns the path."""
 
