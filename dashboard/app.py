@@ -61,7 +61,7 @@ def warm(world: str | None = None) -> None:
     state = DashboardState(world=world)
     store_mod.named_regions(world)
     store_mod.world_extent(world)
-    store_mod.coastline_paths(world)
+    store_mod.coastline_polyline(world)
     for variable in ("soc_stock", "soc_change", "turnover", "cue"):
         store_mod.color_limits(world, state.source, state.depth, variable)
     if store_mod.has_ensemble(world, state.source):  # solves every member once: do it before any session
@@ -129,9 +129,11 @@ class DashboardApp(param.Parameterized):
         self.tabs = pn.Tabs(("Sensitivity", self.sensitivity.pane), ("Observed vs modelled", self.scatter.pane),
                             dynamic=True, sizing_mode="stretch_width", css_classes=["proda-tabs"])
         self.tabs.param.watch(self._on_tab, "active")
-        charts = pn.Row(self.profile.pane, self.tabs, sizing_mode="stretch_width")
-        # the scenario's summary, trajectory and change map get a full-width row of their own
-        scenario_row = self.scenario.panel()
+        charts_row = pn.Row(self.profile.pane, self.tabs, sizing_mode="stretch_width")
+        # the scenario's summary, trajectory and change map get a full-width row of their own; it and the
+        # chart row are built after the page has loaded (defer_load), so cards and map show first
+        scenario_row = pn.panel(self.scenario.panel, defer_load=True, sizing_mode="stretch_width")
+        charts = pn.panel(lambda: charts_row, defer_load=True, sizing_mode="stretch_width")
         footer = pn.pane.Markdown(
             f"World **{world}** · perturbations are relative changes of each mechanism group; the engine "
             "re-solves every land cell's steady state (`proda_engine.api.what_if`). Tap the map for a "

@@ -148,6 +148,18 @@ def ensemble_spread(world: str | None, source: str | None, depth: str) -> xr.Dat
 
 
 @functools.lru_cache(maxsize=8)
+def coastline_polyline(world: str | None) -> np.ndarray:
+    """The cropped coastlines as one (N, 2) lon/lat array with NaN rows between segments.
+
+    One geometry instead of ~130: HoloViews builds a dataset per path of a multi-path element,
+    which cost ~2 s per plot on the globe; Bokeh draws the NaN rows as breaks in the line."""
+    parts = []
+    for line in coastline_paths(world):
+        parts.extend([line, np.full((1, 2), np.nan)])
+    return np.concatenate(parts[:-1]) if parts else np.empty((0, 2))
+
+
+@functools.lru_cache(maxsize=8)
 def coastline_paths(world: str | None) -> tuple[np.ndarray, ...]:
     """Offline coastlines cropped to the world's extent (plus a margin), so small test worlds do not
     stretch the map to the whole globe and fewer vertices travel to the browser."""

@@ -25,7 +25,7 @@ import panel as pn
 import param
 
 from dashboard.state import BOX_PREFIX, parse_box_key
-from dashboard.store import MapLayer, ResultStore, coastline_paths, color_limits, observed_sites, world_extent
+from dashboard.store import MapLayer, ResultStore, coastline_polyline, color_limits, observed_sites, world_extent
 from dashboard.views import output_backend
 
 #: Tallest the map gets (px): keeps small, square worlds from filling several screens.
@@ -97,7 +97,7 @@ class MapView:
             # precompute: the grid is indexed once per frame, not on every zoom
             shown = rasterize(self.image, precompute=True, aggregator="mean").opts(**self._image_opts())
         self.shown = shown
-        coast = hv.Path([p for p in coastline_paths(store.world)], kdims=["lon", "lat"]).opts(
+        coast = hv.Path([coastline_polyline(store.world)], kdims=["lon", "lat"]).opts(
             color="#222222", line_width=0.7, alpha=0.8)
         outline = hv.DynamicMap(self._outline, streams=[hv.streams.Params(store.state, ["region"])])
         marker = hv.DynamicMap(self._marker, streams=[hv.streams.Params(store, ["profile_cell"])])

@@ -18,7 +18,7 @@ import param
 import xarray as xr
 
 from dashboard.state import DashboardState
-from dashboard.store import coastline_paths, resolve_region, world_extent
+from dashboard.store import coastline_polyline, resolve_region, world_extent
 from dashboard.views import output_backend
 from proda_engine import api
 
@@ -196,7 +196,7 @@ class ScenarioView(param.Parameterized):
 
     def _map(self, result) -> hv.Overlay:
         lon0, lon1, lat0, lat1 = world_extent(self.world)
-        coast = hv.Path(list(coastline_paths(self.world)), kdims=["lon", "lat"]).opts(color="#444", line_width=0.6)
+        coast = hv.Path([coastline_polyline(self.world)], kdims=["lon", "lat"]).opts(color="#444", line_width=0.6)
         if result is None:
             img = hv.Image(np.zeros((2, 2)), bounds=(lon0, lat0, lon1, lat1), kdims=["lon", "lat"])  # white on RdBu
             title = "SOC change map at the horizon"
