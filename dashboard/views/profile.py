@@ -20,17 +20,20 @@ def _curve(ds, label: str) -> hv.Curve:
 
 
 class ProfileView:
-    """A DynamicMap on the store's profile outputs; framewise so axes follow each new cell."""
+    """The pane's object is replaced whenever the store's profile changes: the first frame ("tap the
+    map", one empty curve) and a profile (two curves) differ in structure, which a DynamicMap cannot
+    follow (its title and legend stayed those of the first frame)."""
 
     def __init__(self, store: ResultStore) -> None:
         self.store = store
-        self.dmap = hv.DynamicMap(self._plot, streams=[hv.streams.Params(store, ["profile", "profile_baseline"])])
-        self.pane = pn.pane.HoloViews(
-            self.dmap.opts(hv.opts.Overlay(framewise=True, responsive=True, min_height=300,
-                                           legend_position="bottom_right",
-                                           backend_opts={"plot.output_backend": output_backend()})),
-            sizing_mode="stretch_width", min_height=300, css_classes=["proda-profile"], linked_axes=False,
-        )
+        self.pane = pn.pane.HoloViews(self._figure(), sizing_mode="stretch_width", min_height=300,
+                                      css_classes=["proda-profile"], linked_axes=False)
+        store.param.watch(lambda *_: setattr(self.pane, "object", self._figure()), ["profile", "profile_baseline"])
+
+    def _figure(self) -> hv.Overlay:
+        return self._plot(self.store.profile, self.store.profile_baseline).opts(
+            hv.opts.Overlay(framewise=True, responsive=True, min_height=300, legend_position="bottom_right",
+                            backend_opts={"plot.output_backend": output_backend()}))
 
     def _plot(self, profile, profile_baseline) -> hv.Overlay:
         common = dict(framewise=True, invert_yaxis=True, tools=["hover"], show_grid=True)

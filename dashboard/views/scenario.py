@@ -56,13 +56,13 @@ class ScenarioView(param.Parameterized):
         self.button.on_click(lambda _e: self.run())
         self.bar = pn.indicators.Progress(value=0, max=100, visible=False, sizing_mode="stretch_width", height=12)
         self.status = pn.pane.Markdown("", css_classes=["proda-scenario-status"], styles={"font-size": "0.85em"})
-        self.trajectory = pn.pane.HoloViews(
-            hv.DynamicMap(self._curves, streams=[hv.streams.Params(self, ["result"])]),
-            sizing_mode="stretch_width", min_height=300, css_classes=["proda-scenario-trajectory"],
-            linked_axes=False)
-        self.map = pn.pane.HoloViews(
-            hv.DynamicMap(self._map, streams=[hv.streams.Params(self, ["result"])]),
-            sizing_mode="stretch_width", min_height=300, css_classes=["proda-scenario-map"], linked_axes=False)
+        # whole figures are swapped on a new result (the number of curves changes with the sources,
+        # which a DynamicMap overlay cannot follow)
+        self.trajectory = pn.pane.HoloViews(self._curves(None), sizing_mode="stretch_width", min_height=300,
+                                            css_classes=["proda-scenario-trajectory"], linked_axes=False)
+        self.map = pn.pane.HoloViews(self._map(None), sizing_mode="stretch_width", min_height=300,
+                                     css_classes=["proda-scenario-map"], linked_axes=False)
+        self.param.watch(self._on_new_result, "result")
         self.summary = pn.pane.Markdown(self._summary_text(), css_classes=["proda-scenario-summary"])
         self.param.watch(self._on_result, ["result", "running", "progress", "message"])
 
@@ -75,7 +75,8 @@ class ScenarioView(param.Parameterized):
             w.IntSlider.from_param(self.param.npp, name="Carbon input (NPP) change (%)", css_classes=["proda-sc-npp"]),
             w.IntSlider.from_param(self.param.horizon, name="Horizon (years, linear ramp)",
                                    css_classes=["proda-sc-horizon"]),
-            w.Checkbox.from_param(self.param.compare, name="compare: homogeneous parameters, default CLM5"),
+            w.Checkbox.from_param(self.param.compare, name="compare: homogeneous parameters, default CLM5",
+                                  css_classes=["proda-sc-compare"]),
             self.button, self.bar,
         ]
         return pn.Card(*widgets, title="Climate scenario", collapsed=False, sizing_mode="stretch_width",
@@ -137,6 +138,10 @@ class ScenarioView(param.Parameterized):
             self.param.update(running=False, progress=100)
 
     # -- display -----------------------------------------------------------------------------
+    def _on_new_result(self, event) -> None:
+        self.trajectory.object = self._curves(event.new)
+        self.map.object = self._map(event.new)
+
     def _on_result(self, *_events) -> None:
         self.button.disabled = self.running
         self.button.label = "Running…" if self.running else "Run scenario"

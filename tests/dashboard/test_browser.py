@@ -82,6 +82,8 @@ def test_tap_shows_profile(page: Page, served, wait, artifacts):
     prof = app.store.profile
     assert prof["soc"].sizes["depth"] > 5 and float(prof["soc"].max()) > 0
     assert app.store.profile_baseline is not None
+    expect(page.locator(".proda-profile").first).to_be_visible()
+    assert "SOC profile at" in app.profile.pane.object.opts.get().kwargs.get("title", "")
     page.wait_for_timeout(500)
     page.screenshot(path=str(artifacts / "dashboard-tap-profile.png"))
 
