@@ -68,6 +68,9 @@ def warm(world: str | None = None) -> None:
         store_mod.ensemble_spread(world, state.source, state.depth)
     region = store_mod.resolve_region(state.region, world)
     store_mod.sensitivity(world, region, state.depth, state.source)
+    # compile (or load from numba's cache) the transient kernels, so a first scenario run does not wait
+    api.scenario(world, warming=1.0, years=1, source=state.source, coarsen=None, max_cells=200,
+                 map_years=(), equilibrium=False)
     try:  # the variable select asks whether the world has observed sites (parsed once, then cached)
         store_mod.observed_sites(world)
     except Exception as exc:  # a world without observations still serves

@@ -640,7 +640,8 @@ class _FusedYear:
             if warming is not None:
                 factor = np.exp(self.lnq * dT / 10.0)[None, :]
                 ms, ml = ms * factor, ml * factor
-        with kernel_threads(C):
+        # a year is 12 solves per cell: worth the thread pool from a few blocks of cells on
+        with kernel_threads(C * 12):
             _nb_transient_year(X, *mods, dT, self.lnq, self.ws, self.xd, self.k0, ms, ml, not self.seasonal,
                                self.frac, self.resp, lo, up, src, DAYS_IN_MONTH, self.dz, self.w100,
                                TRANSIENT_BLOCK, acc, soc_month)
