@@ -153,7 +153,7 @@ def main() -> None:
                 print(f"climate scenario (globe lattice, 100 yr, 3 sources) from click to summary: "
                       f"{time.monotonic() - t0:.1f} s")
                 if args.scenario_screenshot:
-                    page.locator(".proda-scenario").first.scroll_into_view_if_needed()
+                    page.locator(".proda-scenario-trajectory").first.scroll_into_view_if_needed()
                     page.wait_for_timeout(3000)
                     page.screenshot(path=args.scenario_screenshot)
             browser.close()

@@ -135,7 +135,9 @@ class DashboardApp(param.Parameterized):
         charts_row = pn.Row(self.profile.pane, self.tabs, sizing_mode="stretch_width")
         # the scenario's summary, trajectory and change map get a full-width row of their own; it and the
         # chart row are built after the page has loaded (defer_load), so cards and map show first
-        scenario_row = pn.panel(self.scenario.panel, defer_load=True, sizing_mode="stretch_width")
+        # (a plain function: a Parameterized's method would be re-run on every change of its parameters)
+        scenario_panel = self.scenario.panel()
+        scenario_row = pn.panel(lambda: scenario_panel, defer_load=True, sizing_mode="stretch_width")
         charts = pn.panel(lambda: charts_row, defer_load=True, sizing_mode="stretch_width")
         footer = pn.pane.Markdown(
             f"World **{world}** · perturbations are relative changes of each mechanism group; the engine "

@@ -226,6 +226,18 @@ def _nb_thomas(kp, lo, up, rhs, out, c0, n, tr, cp, dp, sh, has_shift):
             out[j, c0 + i] = dp[j, i] + cp[j, i] * out[j + 1, c0 + i]
 
 
+@numba.njit(cache=True, inline="always")
+def _nb_inv3(a00, a01, a02, a10, a11, a12, a20, a21, a22):
+    """Inverse of a 3x3 matrix by cofactors (the S1-S3 block of one layer), row-major 9-tuple."""
+    A = a11 * a22 - a12 * a21
+    B = a12 * a20 - a10 * a22
+    Cc = a10 * a21 - a11 * a20
+    inv = 1.0 / (a00 * A + a01 * B + a02 * Cc)
+    return (A * inv, (a02 * a21 - a01 * a22) * inv, (a01 * a12 - a02 * a11) * inv,
+            B * inv, (a00 * a22 - a02 * a20) * inv, (a02 * a10 - a00 * a12) * inv,
+            Cc * inv, (a01 * a20 - a00 * a21) * inv, (a00 * a11 - a01 * a10) * inv)
+
+
 @numba.njit(cache=True)
 def _nb_soil(k, frac, lo, up, rhs, out, c0, n, tr, E, Y, sh, has_shift):
     """3x3 block-tridiagonal solve for S1-S3: rhs (3, L, n) scratch -> out (3, L, C) view."""
@@ -272,19 +284,7 @@ def _nb_soil(k, frac, lo, up, rhs, out, c0, n, tr, E, Y, sh, has_shift):
                 r0 += a * Y[0, j - 1, i]
                 r1 += a * Y[1, j - 1, i]
                 r2 += a * Y[2, j - 1, i]
-            A = a11 * a22 - a12 * a21
-            B = a12 * a20 - a10 * a22
-            Cc = a10 * a21 - a11 * a20
-            inv = 1.0 / (a00 * A + a01 * B + a02 * Cc)
-            e00 = A * inv
-            e01 = (a02 * a21 - a01 * a22) * inv
-            e02 = (a01 * a12 - a02 * a11) * inv
-            e10 = B * inv
-            e11 = (a00 * a22 - a02 * a20) * inv
-            e12 = (a02 * a10 - a00 * a12) * inv
-            e20 = Cc * inv
-            e21 = (a01 * a20 - a00 * a21) * inv
-            e22 = (a00 * a11 - a01 * a10) * inv
+            e00, e01, e02, e10, e11, e12, e20, e21, e22 = _nb_inv3(a00, a01, a02, a10, a11, a12, a20, a21, a22)
             E[0, j, i] = e00
             E[1, j, i] = e01
             E[2, j, i] = e02

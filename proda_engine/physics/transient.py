@@ -53,7 +53,7 @@ from proda_engine.physics.inputs import DAYS_PER_YEAR, input_profile, source_vec
 from proda_engine.physics.model import PhysicalParams, default_params, steady_state
 from proda_engine.physics.operator import Operator, assemble
 from proda_engine.physics.scalars import T_REF, month_mean_modifiers, xi_depth, xi_temperature, xi_water
-from proda_engine.physics.solver import resolve_backend, solve
+from proda_engine.physics.solver import _nb_inv3, resolve_backend, solve
 from proda_engine.physics.threads import kernel_threads
 from proda_engine.physics.transfer import base_rates, fraction_tensor, respiration_fractions
 from proda_engine.physics.transport import (
@@ -298,19 +298,9 @@ def _tr_factor(kb, fb, lo, up, sh, F, n, L, Lf):
                 a20 -= t * F[13, j - 1, i]
                 a21 -= t * F[14, j - 1, i]
                 a22 -= t * F[15, j - 1, i]
-            A = a11 * a22 - a12 * a21
-            B = a12 * a20 - a10 * a22
-            Cc = a10 * a21 - a11 * a20
-            inv = 1.0 / (a00 * A + a01 * B + a02 * Cc)
-            F[7, j, i] = A * inv
-            F[8, j, i] = (a02 * a21 - a01 * a22) * inv
-            F[9, j, i] = (a01 * a12 - a02 * a11) * inv
-            F[10, j, i] = B * inv
-            F[11, j, i] = (a00 * a22 - a02 * a20) * inv
-            F[12, j, i] = (a02 * a10 - a00 * a12) * inv
-            F[13, j, i] = Cc * inv
-            F[14, j, i] = (a01 * a20 - a00 * a21) * inv
-            F[15, j, i] = (a00 * a11 - a01 * a10) * inv
+            e = _nb_inv3(a00, a01, a02, a10, a11, a12, a20, a21, a22)
+            for q in range(9):
+                F[7 + q, j, i] = e[q]
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_FAST)

@@ -239,6 +239,6 @@ def test_scenario_panel_runs_in_the_browser(page: Page, served, wait, artifacts)
     assert change != 0.0
     expect(page.locator(".proda-scenario-summary").first).to_contain_text("Pg C")
     expect(page.locator(".proda-scenario-trajectory .bk-Canvas").first).to_be_visible()
-    page.locator(".proda-scenario").first.scroll_into_view_if_needed()
+    page.locator(".proda-scenario-trajectory").first.scroll_into_view_if_needed()
     page.wait_for_timeout(800)
     page.screenshot(path=str(artifacts / "dashboard-scenario.png"))
