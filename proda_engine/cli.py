@@ -295,10 +295,12 @@ def cmd_scenario(args: argparse.Namespace) -> int:
              "amplification": args.amplification, "years": args.years, "ramp_years": args.ramp_years,
              "thaw_per_kelvin": args.thaw_per_kelvin, "source": sources, "coarsen": args.coarsen,
              "seasonal": args.seasonal or None, "map_years": args.map_years, "region": args.region,
-             "forcing_files": args.forcing_files, "ensemble": args.ensemble}
+             "forcing_files": args.forcing_files, "forcing_source": args.forcing_source,
+             "catalog": str(args.catalog) if args.catalog else None, "ensemble": args.ensemble}
     cfg = cfg.replace(**{k: v for k, v in flags.items() if v is not None})  # flags override the file
     ds = scenario(**cfg.to_dict())
-    ds.attrs.update(_provenance(args, [Path(p) for p in cfg.forcing_files or []]))
+    used = [Path(x) for x in ds.attrs.get("forcing_files", "").split(", ") if x]  # files or the catalog's
+    ds.attrs.update(_provenance(args, used))
     ds.attrs["cli_arguments"] = ds.attrs["config"]
     ds.attrs["config"] = json.dumps(cfg.to_dict())  # the validated, merged run configuration
     write_netcdf_atomic(ds, args.out)
@@ -421,7 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--ensemble", action="store_true", default=None,
                     help="also run every member of sources with an ensemble product (adds the spread)")
     sc.add_argument("--forcing-files", nargs="+", default=None,
-                    help="user forcing series: one CLM5/CMIP-style 12-month netCDF per year (replaces the deltas)")
+                    help="user forcing series in CLM5/CMIP-style netCDF, grouped by calendar year (monthly, yearly "
+                    "or multi-year files; or one 12-month file per year in order); replaces the deltas")
+    sc.add_argument("--forcing-source", default=None,
+                    help="the same from a 'kind: forcing_series' source of the data catalog (see --catalog)")
+    sc.add_argument("--catalog", type=Path, default=None,
+                    help="data catalog YAML for --forcing-source (default $PRODA_CATALOG or data_catalog.yaml)")
     sc.add_argument("--out", type=Path, required=True, help="output netCDF")
     sc.set_defaults(func=cmd_scenario)
     return ap

@@ -25,8 +25,9 @@ __all__ = ["Scenario", "ScenarioConfig", "scenario"]
 class ScenarioConfig:
     """A scenario run as a validated, saveable configuration (``proda scenario --config run.yaml``).
 
-    Fields are the keyword arguments of :func:`scenario`; ``forcing_files`` (one 12-month netCDF per
-    year) replaces the warming / npp / water changes by a user forcing series.
+    Fields are the keyword arguments of :func:`scenario`; ``forcing_files`` (CLM5-style netCDF files) or
+    ``forcing_source`` (a ``forcing_series`` source of the data catalog, ``catalog`` its file; default the
+    project's ``data_catalog.yaml``) replace the warming / npp / water changes by a user forcing series.
     """
 
     world: str | None = None
@@ -45,6 +46,8 @@ class ScenarioConfig:
     equilibrium: bool = True
     region: str | None = None
     forcing_files: list[str] | None = None
+    forcing_source: str | None = None
+    catalog: str | None = None
     ensemble: bool = False
 
     def __post_init__(self) -> None:
@@ -63,6 +66,8 @@ class ScenarioConfig:
             raise ValueError(f"scenario config: npp must be > -1 (a relative change), found {self.npp}")
         if isinstance(self.source, str):
             object.__setattr__(self, "source", [x for x in self.source.split(",") if x])
+        if self.forcing_files and self.forcing_source:
+            raise ValueError("scenario config: give forcing_files or forcing_source, not both")
 
     @classmethod
     def from_yaml(cls, path: str | PathLike) -> ScenarioConfig:
@@ -95,7 +100,8 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
              seasonal: bool = False, map_years: Sequence[int] = (25, 50), equilibrium: bool = True,
              region: str | Region | None = None, max_cells: int | None = None,
              progress: Callable[[float], None] | None = None,
-             forcing_files: Sequence[str | PathLike] | None = None, ensemble: bool = False) -> xr.Dataset:
+             forcing_files: Sequence[str | PathLike] | None = None, forcing_source: str | None = None,
+             catalog: str | PathLike | None = None, ensemble: bool = False) -> xr.Dataset:
     """Transient SOC response of a world to a ramped climate change, per parameter source.
 
     Args:
@@ -111,8 +117,11 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
         region: a named region of :func:`proda_engine.api.regions` or a Region (box, polygon): run only
             its cells; ``soc_change_global`` is then the region's total. Default: the globe.
         progress: called with the fraction done (0..1).
-        forcing_files: a user forcing series (one CLM5/CMIP-style 12-month netCDF per year, the last
-            repeating) instead of the warming / npp / water changes.
+        forcing_files: a user forcing series in CLM5/CMIP-style netCDF (monthly, yearly or multi-year
+            files, grouped by calendar year; or one 12-month file per year in order; the last year
+            repeats) instead of the warming / npp / water changes.
+        forcing_source: the same from a ``kind: forcing_series`` entry of the data catalog ``catalog``
+            (default: ``$PRODA_CATALOG`` or the project's ``data_catalog.yaml``).
         ensemble: also run every member of each source that has an ensemble product
             (``theta_<source>_members.nc``, see ``proda train --members``); adds the member runs
             (``<source>#m<k>``) and ``soc_change_global_ensemble_sd`` (ensemble_source, year), Pg C.
@@ -149,9 +158,15 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
                 extra.update(zip(names, thetas, strict=True))
                 groups[src] = names
                 sources += names
+    series = None
+    if forcing_source is not None:
+        if forcing_files:
+            raise ValueError("give forcing_files or forcing_source, not both")
+        series = _catalog_series(forcing_source, catalog, eng.forcing.n_layers)
     ds = world_scenario(eng, sc, years, sources, coarsen=coarsen, seasonal=seasonal, map_years=map_years,
                         equilibrium=equilibrium, within=within, region_label=reg.label if reg else "globe",
-                        progress=progress, forcing_files=forcing_files, extra_sources=extra or None)
+                        progress=progress, forcing_files=forcing_files, forcing_series=series,
+                        extra_sources=extra or None)
     if groups:
         sd = xr.concat([ds["soc_change_global"].sel(source=names).std("source", ddof=1)
                         .expand_dims(ensemble_source=[src]) for src, names in groups.items()], dim="ensemble_source")
@@ -167,3 +182,15 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
                      "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                      "title": "PRODA climate scenario: transient SOC change"})
     return ds
+
+
+def _catalog_series(name: str, catalog: str | PathLike | None, n_layers: int):
+    """Open catalog source ``name`` as a forcing series; any other kind is an error naming it."""
+    from proda_engine.data import load_catalog
+
+    cat = load_catalog(catalog) if catalog is not None else load_catalog()
+    src = cat.source(name)
+    if src.kind != "forcing_series":
+        raise ValueError(f"catalog source {name!r} ({cat.path or 'catalog'}): expected kind 'forcing_series' "
+                         f"for a scenario's forcing, found {src.kind!r}")
+    return cat.open(name, n_layers=n_layers)

@@ -6,6 +6,7 @@ this package never imports :mod:`proda_engine.physics`.
 Public entry points:
 
 * :func:`read_forcing`, :func:`validate_forcing` - CLM5-history-style forcing -> normalised Dataset
+* :func:`read_forcing_series` - a multi-year forcing series -> :class:`ForcingSeries` (one year at a time)
 * :func:`read_profiles`, :func:`write_tidy_csv` - WoSIS 2019 / 2023 / tidy CSV -> :class:`ProfileSet`
 * :func:`read_covariates` - netCDF / GeoTIFF covariate grids with a ``valid`` mask
 * :func:`sample_nearest_valid` - values at the nearest valid grid cell of each site
@@ -16,7 +17,13 @@ Public entry points:
 from proda_engine.data.catalog import Catalog, Source, cache_dir, load_catalog
 from proda_engine.data.covariates import read_covariates
 from proda_engine.data.errors import CatalogError, CovariateError, DataError, ForcingError, ProfileError
-from proda_engine.data.forcing import DEFAULT_NPP_SPLIT, read_forcing, validate_forcing
+from proda_engine.data.forcing import (
+    DEFAULT_NPP_SPLIT,
+    ForcingSeries,
+    read_forcing,
+    read_forcing_series,
+    validate_forcing,
+)
 from proda_engine.data.profiles import ProfileSet, SkipReport, read_profiles, write_tidy_csv
 from proda_engine.data.sampling import normalise_latlon, sample_nearest_valid
 from proda_engine.data.writers import RunFolder, write_netcdf_atomic, write_text_atomic
@@ -28,6 +35,7 @@ __all__ = [
     "CovariateError",
     "DataError",
     "ForcingError",
+    "ForcingSeries",
     "ProfileError",
     "ProfileSet",
     "RunFolder",
@@ -38,6 +46,7 @@ __all__ = [
     "normalise_latlon",
     "read_covariates",
     "read_forcing",
+    "read_forcing_series",
     "read_profiles",
     "sample_nearest_valid",
     "validate_forcing",

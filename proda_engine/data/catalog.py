@@ -5,7 +5,8 @@ A catalog file looks like::
     version: 1
     sources:
       world_forcing:
-        kind: forcing                 # forcing | covariates | profiles | reference_map | npp | parameters
+        kind: forcing                 # forcing | forcing_series | covariates | profiles | reference_map | npp
+                                      # | parameters
         format: clm5_history
         paths: ["${PRODA_CACHE}/world/default/forcing.nc"]
         built_by: world               # missing file is fine until the source is opened
@@ -42,7 +43,7 @@ import yaml
 
 from proda_engine.data.covariates import read_covariates
 from proda_engine.data.errors import CatalogError
-from proda_engine.data.forcing import read_forcing
+from proda_engine.data.forcing import ForcingSeries, read_forcing, read_forcing_series
 from proda_engine.data.profiles import ProfileSet, read_profiles
 
 DEFAULT_CACHE = Path("~/.cache/proda")
@@ -51,6 +52,7 @@ CATALOG_FILENAME = "data_catalog.yaml"
 #: kind -> accepted formats
 FORMATS: dict[str, tuple[str, ...]] = {
     "forcing": ("clm5_history", "netcdf"),
+    "forcing_series": ("clm5_history", "netcdf"),
     "covariates": ("netcdf", "geotiff", "auto"),
     "profiles": ("wosis_2019", "wosis_2023", "tidy_csv", "auto"),
     "reference_map": ("netcdf", "geotiff", "auto"),
@@ -60,6 +62,7 @@ FORMATS: dict[str, tuple[str, ...]] = {
 #: kind -> reader options accepted under ``options:``
 OPTIONS: dict[str, tuple[str, ...]] = {
     "forcing": ("n_layers", "npp_split", "grid"),
+    "forcing_series": ("n_layers", "npp_split", "grid"),
     "covariates": ("scale_factors", "valid_ranges"),
     "profiles": (),
     "reference_map": ("scale_factors", "valid_ranges"),
@@ -256,7 +259,7 @@ class Catalog:
         """True if every file of the source exists now."""
         return self.source(name).exists()
 
-    def open(self, name: str, **overrides: Any) -> xr.Dataset | ProfileSet:
+    def open(self, name: str, **overrides: Any) -> xr.Dataset | ProfileSet | ForcingSeries:
         """Open a source with the reader for its kind.
 
         ``overrides`` replace catalog options for this call (e.g. ``n_layers=10``). A missing
@@ -264,7 +267,8 @@ class Catalog:
         build it.
 
         Returns:
-            forcing: normalised forcing Dataset; covariates/reference_map/npp: covariate Dataset with
+            forcing: normalised forcing Dataset; forcing_series: :class:`ForcingSeries` (one
+            normalised Dataset per year, read lazily); covariates/reference_map/npp: covariate Dataset with
             ``valid``; profiles: :class:`ProfileSet`; parameters: Dataset with a ``parameter`` dim.
         """
         src = self.source(name)
@@ -280,6 +284,8 @@ class Catalog:
         opts = {**src.options, **overrides}
         if src.kind == "forcing":
             return read_forcing(paths, source_name=name, **opts)
+        if src.kind == "forcing_series":  # indexed now, read one year at a time by the scenario run
+            return read_forcing_series(paths, source_name=name, **opts)
         if src.kind in ("covariates", "reference_map", "npp"):
             ds = read_covariates(
                 paths, variables=list(src.variables) or None, categorical=src.categorical,

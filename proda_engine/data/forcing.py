@@ -255,20 +255,20 @@ def _open(path: Path) -> xr.Dataset:
     return normalise_latlon(ds, source=path.name, error_cls=ForcingError)
 
 
-def _decode_months(f: _File, dim: str, n: int) -> tuple[np.ndarray, str]:
-    """Calendar month (1..12) of each step along ``dim``.
+def _decode_dates(f: _File, dim: str, n: int) -> tuple[np.ndarray | None, np.ndarray, str]:
+    """Calendar (year, month 1..12) of each step along ``dim``; year is None when not decodable.
 
     Uses the midpoint of the time bounds when present (CLM stamps monthly means at the *end* of the
     averaging interval, i.e. January's mean carries 1 February), else the time value, else the
-    position modulo 12 (assumes the series starts in January).
+    position modulo 12 (assumes the series starts in January; no year).
     """
     ds = f.ds
     if dim == "month":
         if "month" in ds.coords:
             vals = np.asarray(ds["month"].values)
             if np.issubdtype(vals.dtype, np.number) and sorted(vals.tolist()) == list(range(1, 13)):
-                return vals.astype(int), "month coordinate"
-        return np.arange(n) % 12 + 1, "position"
+                return None, vals.astype(int), "month coordinate"
+        return None, np.arange(n) % 12 + 1, "position"
     if dim in ds.variables:
         t = ds[dim]
         units = t.attrs.get("units")
@@ -286,11 +286,18 @@ def _decode_months(f: _File, dim: str, n: int) -> tuple[np.ndarray, str]:
             try:
                 import cftime
 
-                dates = cftime.num2date(values, units, calendar=calendar)
-                return np.array([d.month for d in np.atleast_1d(dates)], dtype=int), source
+                dates = np.atleast_1d(cftime.num2date(values, units, calendar=calendar))
+                return (np.array([d.year for d in dates], dtype=int), np.array([d.month for d in dates], dtype=int),
+                        source)
             except Exception:  # undecodable calendar/units -> positional fallback below
                 pass
-    return np.arange(n) % 12 + 1, "position"
+    return None, np.arange(n) % 12 + 1, "position"
+
+
+def _decode_months(f: _File, dim: str, n: int) -> tuple[np.ndarray, str]:
+    """Calendar month (1..12) of each step along ``dim`` (see :func:`_decode_dates`)."""
+    _, months, source = _decode_dates(f, dim, n)
+    return months, source
 
 
 def _month_mean(values: np.ndarray, months: np.ndarray, *, source: str, var: str) -> np.ndarray:
@@ -900,3 +907,139 @@ def validate_forcing(ds: xr.Dataset, *, n_layers: int | None = None) -> xr.Datas
             raise ForcingError(f"{src}: variable {v!r}: expected finite values on every valid cell, "
                                f"found {int(nonfinite.sum())} valid cell(s) with NaN/inf")
     return ds
+
+
+# ---------------------------------------------------------------------------------------------
+# forcing time series (transient scenarios): one normalised 12-month Dataset per simulated year
+
+
+def _time_dim(ds: xr.Dataset) -> str | None:
+    return next((d for d in TIME_DIMS if d in ds.dims), None)
+
+
+@dataclass(frozen=True)
+class ForcingSeries:
+    """A multi-year forcing series read one year at a time (``len(series)`` years).
+
+    ``series.year(i)`` (0-based) is year i's normalised forcing Dataset (the :func:`read_forcing`
+    contract: 12 months, the same checks and unit conversions); ``labels[i]`` is its calendar year, or
+    its position (1-based) when the files carry no decodable dates. Built by :func:`read_forcing_series`.
+    """
+
+    groups: tuple[tuple[tuple[Path, tuple[int, ...] | None], ...], ...]  # per year: (file, time positions)
+    labels: tuple[int, ...]
+    grouping: str  # "calendar year" or "12 steps per year, in file order"
+    n_layers: int = 20
+    source_name: str | None = None
+    npp_split: Mapping[str, float] | None = None
+    grid: str = "clm5_20"
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every file of the series, in order, once."""
+        return list(dict.fromkeys(p for g in self.groups for p, _ in g))
+
+    def year(self, i: int) -> xr.Dataset:
+        """Year ``i`` (0-based) as a normalised forcing Dataset; ``attrs['series_year']`` its label."""
+        if not 0 <= i < len(self.groups):
+            raise IndexError(f"forcing series: year index {i} out of range 0..{len(self.groups) - 1}")
+        files: list[_File] = []
+        try:
+            for path, pos in self.groups[i]:
+                ds = _open(path)
+                dim = _time_dim(ds)
+                if pos is not None and dim is not None:
+                    ds = ds.isel({dim: list(pos)})
+                files.append(_File(path, ds))
+            out = _read(files, n_layers=self.n_layers, source_name=self.source_name, npp_split=self.npp_split,
+                        grid=self.grid)
+        finally:
+            for f in files:
+                f.ds.close()
+        out.attrs["series_year"] = int(self.labels[i])
+        return out
+
+
+def read_forcing_series(
+    paths: str | PathLike | Sequence[str | PathLike],
+    *,
+    n_layers: int = 20,
+    source_name: str | None = None,
+    npp_split: Mapping[str, float] | None = None,
+    grid: str = "clm5_20",
+) -> ForcingSeries:
+    """Index a multi-year CLM5-history-style forcing series (files opened here only to read their dates).
+
+    Steps are grouped into simulated years:
+
+    * by **calendar year** when every timed file's dates decode (``time_bounds`` midpoints / ``time``
+      with cftime, as :func:`read_forcing`) and no (year, month) occurs twice: monthly h0 files
+      (``case.clm2.h0.2001-01.nc`` ...), yearly files, or one file of many years all work; each year
+      must then hold all 12 months exactly once;
+    * otherwise **in file order, 12 steps per year**: each timed file must have a multiple of 12 steps
+      (e.g. one 12-month file per year whose stamps repeat the same climatological year).
+
+    Files without a time dim (e.g. a surface file with ``nbedrock``) join every year. Each year is then
+    read by the same code as :func:`read_forcing` (so the same checks, units and messages).
+
+    Raises:
+        ForcingError: naming the file, the year and the months expected and found.
+    """
+    plist = _as_paths(paths)
+    timed: list[tuple[Path, np.ndarray | None, np.ndarray, int]] = []  # path, years, months, n steps
+    constant: list[Path] = []
+    for path in plist:
+        ds = _open(path)
+        try:
+            dim = _time_dim(ds)
+            if dim is None:
+                constant.append(path)
+                continue
+            n = int(ds.sizes[dim])
+            years, months, _ = _decode_dates(_File(path, ds), dim, n)
+            timed.append((path, years, months, n))
+        finally:
+            ds.close()
+    if not timed:
+        raise ForcingError(f"{', '.join(p.name for p in plist)}: expected monthly forcing along 'time' or "
+                           f"'month' in at least one file, found no time dim")
+    const = tuple((p, None) for p in constant)
+    stamps = [(int(y), int(m)) for _, ys, ms, _ in timed if ys is not None for y, m in zip(ys, ms)]
+    calendar = all(ys is not None for _, ys, _, _ in timed) and len(stamps) == len(set(stamps))
+    groups: list[tuple[tuple[Path, tuple[int, ...] | None], ...]] = []
+    labels: list[int] = []
+    if calendar:
+        for yr in sorted({y for y, _ in stamps}):
+            parts, found = [], []
+            for path, ys, ms, _ in timed:
+                pos = np.flatnonzero(ys == yr)
+                if pos.size:
+                    parts.append((path, tuple(int(i) for i in pos)))
+                    found += ms[pos].tolist()
+            if sorted(found) != list(range(1, 13)):
+                names = ", ".join(p.name for p, _ in parts)
+                raise ForcingError(f"{names}: year {yr}: expected the 12 calendar months once each, "
+                                   f"found months {sorted(found)}")
+            groups.append((*parts, *const))
+            labels.append(yr)
+        grouping = "calendar year"
+    else:
+        for path, _, ms, n in timed:
+            if n % 12:
+                raise ForcingError(f"{path.name}: expected a multiple of 12 monthly steps along time "
+                                   f"(dates not decodable or repeated across files, so years are taken as "
+                                   f"12 consecutive steps), found {n}")
+            for k in range(n // 12):
+                pos = tuple(range(12 * k, 12 * k + 12))
+                got = sorted(ms[list(pos)].tolist())
+                if got != list(range(1, 13)):
+                    raise ForcingError(f"{path.name}: steps {12 * k + 1}-{12 * k + 12}: expected the 12 calendar "
+                                       f"months once each, found months {got}")
+                groups.append(((path, pos), *const))
+                labels.append(len(groups))
+        grouping = "12 steps per year, in file order"
+    return ForcingSeries(groups=tuple(groups), labels=tuple(labels), grouping=grouping, n_layers=n_layers,
+                         source_name=source_name, npp_split=npp_split, grid=grid)

@@ -53,9 +53,9 @@ def test_repo_catalog_commented_examples_are_valid() -> None:
             lines.append("")
     raw = yaml.safe_load("version: 1\nsources:\n" + "\n".join(lines))
     cat = parse_catalog(raw, base=ROOT, check_files=False)
-    assert set(cat.names()) == {"wosis_2019", "wosis_2023", "cesm2_forcing", "my_covariates", "modis_npp",
-                                "soilgrids_ocs", "wise30sec_stock"}
-    assert cat["modis_npp"].kind == "npp"
+    assert set(cat.names()) == {"wosis_2019", "wosis_2023", "cesm2_forcing", "ssp245_forcing", "my_covariates",
+                                "modis_npp", "soilgrids_ocs", "wise30sec_stock"}
+    assert cat["modis_npp"].kind == "npp" and cat["ssp245_forcing"].kind == "forcing_series"
     assert cat["cesm2_forcing"].options["npp_split"]["input_litter2"] == 0.40
 
 

@@ -154,6 +154,40 @@ def test_user_forcing_files_equal_the_same_change_as_a_scenario(engine, tmp_path
     assert "year001" in user.attrs["forcing_files"]
 
 
+def test_catalog_forcing_series_equals_the_same_change_as_a_scenario(engine, tmp_path):
+    """A ``kind: forcing_series`` catalog source (one multi-year CLM5 h0 file with real noleap dates,
+    grouped by calendar year) drives the run like the equivalent built-in scenario: +1 K from year 1."""
+    import xarray as xr
+
+    from proda_engine.scenario_api import ScenarioConfig, _catalog_series
+
+    with xr.open_dataset(FIX, decode_times=False) as ds:
+        base = ds.load()
+    years = []
+    for k in (1, 2):
+        y = base.copy()
+        y["TSOI"] = y["TSOI"] + np.float32(1.0)
+        y = y.assign_coords(time=base["time"] + 365.0 * k)
+        y["time"].attrs.update(base["time"].attrs)
+        y["time_bounds"] = y["time_bounds"] + 365.0 * k
+        years.append(y)
+    xr.concat(years, "time", data_vars="minimal").to_netcdf(tmp_path / "future.nc")
+    cat = tmp_path / "cat.yaml"
+    cat.write_text("version: 1\nsources:\n  future:\n    kind: forcing_series\n    paths: [future.nc]\n"
+                   "  clim:\n    kind: forcing\n    paths: [future.nc]\n")
+    series = _catalog_series("future", cat, engine.forcing.n_layers)
+    assert len(series) == 2 and series.grouping == "calendar year"
+    sc = Scenario(warming=1.0, ramp_years=0, thaw_per_kelvin=0.0)
+    ref = world_scenario(engine, sc, 3, ["midpoint"], coarsen=1)
+    user = world_scenario(engine, Scenario(), 3, ["midpoint"], coarsen=1, forcing_series=series)
+    np.testing.assert_allclose(user["soc_change_global"].values, ref["soc_change_global"].values, rtol=1e-6)
+    assert user.attrs["forcing_source"] == "future" and "2 years; calendar year" in user.attrs["forcing_years"]
+    with pytest.raises(ValueError, match=r"'clim'.*expected kind 'forcing_series'.*found 'forcing'"):
+        _catalog_series("clim", cat, engine.forcing.n_layers)
+    with pytest.raises(ValueError, match="forcing_files or forcing_source, not both"):
+        ScenarioConfig(forcing_files=["a.nc"], forcing_source="future")
+
+
 def test_scenario_config_validation(tmp_path):
     from proda_engine.scenario_api import ScenarioConfig
 
