@@ -389,15 +389,16 @@ def _tr_budget(x, kb, rb, lo, up, dz, dt, Lf, n, L, xs, a_resp, a_out):
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy", fastmath=_FAST)
-def _nb_transient_year(X, tsoi, w, o, fpi, dT, lnq, ws, xd, k0, ms, ml, mean_mode, frac, resp, lo, up, src, dts,
-                       dz, w100,
-                       block, acc, soc_month):
+def _nb_transient_year(X, wf, k0, ms, ml, mean_mode, frac, resp, lo, up, inp, phis,
+                       dts, dz, w100, block, acc, soc_month):
     """Twelve backward-Euler months for every cell, X (7, L, C) updated in place, g C m-3.
 
-    Per month m and cell: k_p = k0_p xi_D (xi_T xi_W xi_O)_m [xi_N,m for litter] with
-    xi_T = exp(ln Q10 (T + dT_c - 298.15)/10), xi_W = min(1, w_s W), V_m from lo/up[c, m] (cell-major,
-    (C, M, L)), shift 1/dt_m, right-hand side X/dt_m + I: factored (:func:`_tr_factor`) and solved
-    (:func:`_tr_apply`). With ``mean_mode`` k uses the month means ms/ml (L, C) of the modifier
+    Per month m and cell: k_p = k0_p wf_c ms[m] (soil pools) or k0_p wf_c ml[m] (litter), with
+    ms/ml (M, L, C) the modifier products xi_D xi_T xi_O xi_W [xi_N for litter] of :func:`_nb_mod_products`
+    and wf_c = Q10_c^(dT_c / 10) the warming factor (the Q10 tie: xi_T(T + dT) = xi_T(T) wf); V_m from
+    lo/up[c, m] (cell-major, (C, M, L)), shift 1/dt_m, right-hand side X/dt_m + I with the daily source I_pj = inp_p phis_j (inp the
+    year's inputs (4, C), g C m-2 yr-1; phis = phi / (365 dz), (L, C)): factored (:func:`_tr_factor`) and solved
+    (:func:`_tr_apply`). With ``mean_mode`` k uses the month means ms/ml (1, L, C) of the modifier
     products and V = lo/up[c, 0] all year, so the operator changes only with the day count: it is
     factored once per distinct month length (3, not 12). acc (3 or 5, C) += the year's inputs,
     respiration and transport outflow (g C m-2; fluxes at the end-of-step state, so the budget is
@@ -459,7 +460,7 @@ def _nb_transient_year(X, tsoi, w, o, fpi, dT, lnq, ws, xd, k0, ms, ml, mean_mod
         for p in range(4):
             for j in range(L):
                 for i in range(n):
-                    sb[p, j, i] = src[p, j, c0 + i]
+                    sb[p, j, i] = inp[p, c0 + i] * phis[j, c0 + i]
         # the year's input, identical every month (g C m-2 per day of the year)
         col_in = np.zeros(n)
         for j in range(L):
@@ -471,17 +472,10 @@ def _nb_transient_year(X, tsoi, w, o, fpi, dT, lnq, ws, xd, k0, ms, ml, mean_mod
             if (not mean_mode) or m == 0:  # this month's operator
                 mt = 0 if mean_mode else m
                 for j in range(L):
-                    if mean_mode:  # month means of the modifier products (spec §(d)), as the steady state
-                        for i in range(n):
-                            ssum[i] = ms[j, c0 + i] * xd[j, c0 + i]
-                            lsum[i] = ml[j, c0 + i] * xd[j, c0 + i]
-                    else:
-                        for i in range(n):
-                            c = c0 + i
-                            v = (np.exp(lnq[c] * (tsoi[m, j, c] + dT[c] - T_REF) / 10.0) * o[m, j, c]
-                                 * min(1.0, ws[c] * w[m, j, c]) * xd[j, c])
-                            ssum[i] = v
-                            lsum[i] = v * fpi[m, j, c]
+                    for i in range(n):
+                        c = c0 + i
+                        ssum[i] = ms[mt, j, c] * wf[c]
+                        lsum[i] = ml[mt, j, c] * wf[c]
                     for i in range(n):
                         c = c0 + i
                         sv = ssum[i]
@@ -560,53 +554,56 @@ class _FusedYear:
         self.w100 = np.ascontiguousarray(grid.interval_weights(0.0, 1.0), dtype=np.float64)
         self._key: tuple[np.ndarray, np.ndarray] | None = None
         self._lo_up: tuple[np.ndarray, np.ndarray] | None = None
-        self._mean: tuple[np.ndarray, np.ndarray] | None = None
         self._phi: tuple[np.ndarray, np.ndarray] | None = None
         self._means: tuple | None = None
 
     def _transport(self, f: Forcing) -> tuple[np.ndarray, np.ndarray]:
-        """Transport rates lo, up as (C, M, L), cell-major (M = 12 months, or 1 for the annual mean)."""
+        """Transport rates lo, up as (C, M, L), cell-major: M = 12 months (seasonal operators) or 1,
+        the 12-month mean (annual-mean operators, computed directly by the kernel)."""
         alt, nb = _f64(f.alt), f.nbedrock.cpu().numpy().astype(np.int64)
         if self._key is None or not np.array_equal(nb, self._key[1]):
             C = alt.shape[1]
             cells = np.arange(C)
-            self._lo_up = (np.empty((C, 12, self.grid.n_layers)), np.empty((C, 12, self.grid.n_layers)))
-            self._mean = None
+            M = 12 if self.seasonal else 1
+            self._lo_up = (np.empty((C, M, self.grid.n_layers)), np.empty((C, M, self.grid.n_layers)))
         else:
             # only cells whose active layer moved (e.g. permafrost under a thaw scenario) are recomputed
             cells = np.flatnonzero((alt != self._key[0]).any(0))
-        if self._key is None or cells.size:
+        if cells.size:
             if self.closure not in CLOSURES:
                 raise ValueError(f"closure must be one of {CLOSURES}, found {self.closure!r}")
             g = self.grid
-            with kernel_threads(max(cells.size, 1)):
+            with kernel_threads(cells.size * 12):
                 _nb_monthly_rates(alt, nb, cells, g.z_interface_ext, g.z_node_ext, g.dn, g.dz,
                                   self.closure == "legacy", self.kb, self.kc, *self._lo_up)
-            if not self.seasonal:  # the annual mean V (the steady-state operator's), for the moved cells
-                if self._mean is None or cells.size == alt.shape[1]:
-                    self._mean = tuple(a.mean(1, keepdims=True) for a in self._lo_up)
-                else:
-                    for a, mean in zip(self._lo_up, self._mean):
-                        mean[cells] = a[cells].mean(1, keepdims=True)
             self._key = (alt, nb)
-        return self._lo_up if self.seasonal else self._mean
+        return self._lo_up
 
-    def _source(self, f: Forcing) -> np.ndarray:
-        """Daily source (4, L, C): inputs x phi / (365 dz); phi is cached while the permafrost
+    def _source(self, f: Forcing) -> tuple[np.ndarray, np.ndarray]:
+        """The year's inputs (4, C), g C m-2 yr-1, and the daily source profile phi / (365 dz) (L, C), m-1 d-1
+        (the kernel forms I = inputs x profile per block). The profile is cached while the permafrost
         top-only rule selects the same cells (it depends only on the sign of ALTMAX_LASTYEAR)."""
-        top = _f64(f.altmax_lastyear) <= 0.0
-        top = top.any(0)
+        top = (_f64(f.altmax_lastyear) <= 0.0).any(0)
         if self._phi is None or not np.array_equal(top, self._phi[0]):
-            self._phi = (top, _f64(input_profile(f, self.grid, self.p["beta"])))
-        scale = self._phi[1] / (DAYS_PER_YEAR * self.dz[:, None])  # (L, C)
-        return np.ascontiguousarray(_f64(f.inputs)[:, None, :] * scale[None])
+            phi = _f64(input_profile(f, self.grid, self.p["beta"]))
+            self._phi = (top, np.ascontiguousarray(phi / (DAYS_PER_YEAR * self.dz[:, None])))
+        return _f64(f.inputs), self._phi[1]
 
-    def _month_means(self, f: Forcing) -> tuple[np.ndarray, np.ndarray]:
-        """Month means of the modifier products (L, C), cached for the same forcing fields."""
+    def _modifiers(self, f: Forcing) -> tuple[np.ndarray, np.ndarray]:
+        """Modifier products xi_D xi_T xi_O xi_W (soil) and x xi_N (litter), (M, L, C): each month's
+        (seasonal, M = 12) or their month means (annual-mean operators, M = 1, spec §(d)). Cached for
+        the same forcing fields, so a scenario given as baseline fields + warming computes them once."""
         key = (id(f.tsoi), id(f.w_scalar), id(f.o_scalar), id(f.fpi))
         if self._means is None or self._means[0] != key:
-            m_soil, m_litter = month_mean_modifiers(f, self.p["q10"], self.p["wscaling"])
-            self._means = (key, _f64(m_soil), _f64(m_litter), f)  # keep f alive: ids stay unique
+            if self.seasonal:
+                fields = [_f64(t) for t in (f.tsoi, f.w_scalar, f.o_scalar, f.fpi)]
+                ms, ml = np.empty_like(fields[0]), np.empty_like(fields[0])
+                with kernel_threads(fields[0].shape[2]):
+                    _nb_mod_products(*fields, self.lnq, self.ws, self.xd, ms, ml)
+            else:
+                m_soil, m_litter = month_mean_modifiers(f, self.p["q10"], self.p["wscaling"])
+                ms, ml = (np.ascontiguousarray((_f64(m) * self.xd)[None]) for m in (m_soil, m_litter))
+            self._means = (key, ms, ml, f)  # keep f alive: ids stay unique
         return self._means[1], self._means[2]
 
     def step(self, X: np.ndarray, f: Forcing, acc: np.ndarray, soc_month: np.ndarray,
@@ -615,27 +612,31 @@ class _FusedYear:
 
         ``warming`` (C,), K: the year's soil temperature is f.tsoi + warming in every layer and month.
         Given separately, it costs nothing per (month, layer): with the model's Q10 tie the warmed
-        modifier is xi_T(T) Q10^(dT/10), so the annual-mean path scales cached month means.
+        modifier is xi_T(T) Q10^(dT/10), so both operator modes scale cached modifier products.
         """
         C = X.shape[-1]
         lo, up = self._transport(f)
-        src = self._source(f)
-        dT = np.zeros(C) if warming is None else np.ascontiguousarray(warming, dtype=np.float64)
-        if self.seasonal:
-            mods = [_f64(t) for t in (f.tsoi, f.w_scalar, f.o_scalar, f.fpi)]
-            ms = ml = np.zeros((1, 1))
-        else:
-            mods = [np.zeros((1, 1, 1))] * 4
-            ms, ml = self._month_means(f)
-            if warming is not None:
-                factor = np.exp(self.lnq * dT / 10.0)[None, :]
-                ms, ml = ms * factor, ml * factor
+        inp, phis = self._source(f)
+        ms, ml = self._modifiers(f)
+        wf = np.ones(C) if warming is None else np.exp(self.lnq * np.asarray(warming, dtype=np.float64) / 10.0)
         # a year is 12 solves per cell: worth the thread pool from a few blocks of cells on
         with kernel_threads(C * 12):
-            _nb_transient_year(X, *mods, dT, self.lnq, self.ws, self.xd, self.k0, ms, ml, not self.seasonal,
-                               self.frac, self.resp, lo, up, src, DAYS_IN_MONTH, self.dz, self.w100,
-                               TRANSIENT_BLOCK, acc, soc_month)
+            _nb_transient_year(X, wf, self.k0, ms, ml, not self.seasonal, self.frac, self.resp, lo, up, inp, phis,
+                               DAYS_IN_MONTH, self.dz, self.w100, TRANSIENT_BLOCK, acc, soc_month)
 
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _nb_mod_products(tsoi, w, o, fpi, lnq, ws, xd, out_s, out_l):
+    """out_s[m, j, c] = exp(ln Q10_c (T - 298.15) / 10) xi_O min(1, w_s W) xi_D,jc (spec §(d), one month's
+    soil modifier product) and out_l = out_s FPI (litter); rows (m, j) in parallel, cells contiguous."""
+    M, L, C = tsoi.shape
+    for r in numba.prange(M * L):
+        m = r // L
+        j = r - m * L
+        for c in range(C):
+            v = np.exp(lnq[c] * (tsoi[m, j, c] - T_REF) / 10.0) * o[m, j, c] * min(1.0, ws[c] * w[m, j, c]) * xd[j, c]
+            out_s[m, j, c] = v
+            out_l[m, j, c] = v * fpi[m, j, c]
 
 
 def run_transient(params: PhysicalParams | str, forcing: Forcing | ForcingFn, years: int, grid: Grid | None = None, *,

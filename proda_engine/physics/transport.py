@@ -197,27 +197,41 @@ def _nb_transport(alt, nb, zi, zn, dn, dz, legacy, out):
                         out[mo, 3 + g, jj, c] += gm[g, src] * scale / dz[jj]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, fastmath={"contract", "arcp"})
 def _nb_monthly_rates(alt, nb, cells, zi, zn, dn, dz, legacy, kb, kc, lo, up):
-    """Each month's transport rates of the listed cells, cell-major: lo/up[c, m, j] (d-1) =
-    kappa_bio g_bio/dz + kappa_cryo g_cryo/dz + g_floor/dz (the transient mode; kappa in m2 yr-1)."""
+    """Transport rates of the listed cells, cell-major: lo/up[c, m, j] (d-1) =
+    kappa_bio g_bio/dz + kappa_cryo g_cryo/dz + g_floor/dz for each month m (``lo`` (C, 12, L), the
+    transient mode's seasonal operators), or their 12-month mean (``lo`` (C, 1, L), the annual-mean
+    operator; the steady-state V). kappa in m2 yr-1. ``arcp``: the divisions by dz become products
+    with 1/dz hoisted out of the month loop (round-off only)."""
     N = dz.shape[0]
+    monthly = lo.shape[1] == 12
+    scale = 1.0 if monthly else 1.0 / 12.0
     for q in numba.prange(cells.shape[0]):
         c = cells[q]
         phi = np.empty(N + 1)
         gm = np.empty((3, N))
         nbc = nb[c]
         bottom = min(CRYO_ZERO_DEPTH, zi[min(nbc, N)])
+        if not monthly:
+            for jj in range(N):
+                lo[c, 0, jj] = 0.0
+                up[c, 0, jj] = 0.0
         for m in range(12):
             _month_conductances(alt[m, c], nbc, bottom, zi, zn, dn, N, phi, gm)
+            mo = m if monthly else 0
             for jj in range(N):
-                lo[c, m, jj] = kb[c] * (gm[0, jj] / dz[jj]) + kc[c] * (gm[1, jj] / dz[jj]) + gm[2, jj] / dz[jj]
+                a = (kb[c] * (gm[0, jj] / dz[jj]) + kc[c] * (gm[1, jj] / dz[jj]) + gm[2, jj] / dz[jj]) * scale
+                b = 0.0
                 if jj < N - 1:
                     src = jj if (legacy and jj >= nbc and jj >= 1) else jj + 1
-                    up[c, m, jj] = (kb[c] * (gm[0, src] / dz[jj]) + kc[c] * (gm[1, src] / dz[jj])
-                                    + gm[2, src] / dz[jj])
+                    b = (kb[c] * (gm[0, src] / dz[jj]) + kc[c] * (gm[1, src] / dz[jj]) + gm[2, src] / dz[jj]) * scale
+                if monthly:
+                    lo[c, m, jj] = a
+                    up[c, m, jj] = b
                 else:
-                    up[c, m, jj] = 0.0
+                    lo[c, 0, jj] += a
+                    up[c, 0, jj] += b
 
 
 def transport_coefficients_reference(forcing: Forcing, grid: Grid,
