@@ -396,11 +396,11 @@ def _nb_transient_year(X, wf, k0, ms, ml, mean_mode, frac, resp, lo, up, inp, ph
     Per month m and cell: k_p = k0_p wf_c ms[m] (soil pools) or k0_p wf_c ml[m] (litter), with
     ms/ml (M, L, C) the modifier products xi_D xi_T xi_O xi_W [xi_N for litter] of :func:`_nb_mod_products`
     and wf_c = Q10_c^(dT_c / 10) the warming factor (the Q10 tie: xi_T(T + dT) = xi_T(T) wf); V_m from
-    lo/up[c, m] (cell-major, (C, M, L)), shift 1/dt_m, right-hand side X/dt_m + I with the daily source I_pj = inp_p phis_j (inp the
-    year's inputs (4, C), g C m-2 yr-1; phis = phi / (365 dz), (L, C)): factored (:func:`_tr_factor`) and solved
-    (:func:`_tr_apply`). With ``mean_mode`` k uses the month means ms/ml (1, L, C) of the modifier
-    products and V = lo/up[c, 0] all year, so the operator changes only with the day count: it is
-    factored once per distinct month length (3, not 12). acc (3 or 5, C) += the year's inputs,
+    lo/up[c, m] (cell-major, (C, M, L)), shift 1/dt_m, right-hand side X/dt_m + I with the daily source
+    I_pj = inp_p phis_j (inp the year's inputs (4, C), g C m-2 yr-1; phis = phi / (365 dz), (L, C)):
+    factored (:func:`_tr_factor`) and solved (:func:`_tr_apply`). With ``mean_mode`` k uses the month
+    means ms/ml (1, L, C) of the modifier products and V = lo/up[c, 0] all year, so the operator
+    changes only with the day count: it is factored once per distinct month length (3, not 12). acc (3 or 5, C) += the year's inputs,
     respiration and transport outflow (g C m-2; fluxes at the end-of-step state, so the budget is
     exact) [and, with 5 rows, the end-of-year total carbon and w100-weighted SOC stock];
     soc_month (12, C) = S1+S2+S3 stock after each month.

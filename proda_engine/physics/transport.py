@@ -219,7 +219,6 @@ def _nb_monthly_rates(alt, nb, cells, zi, zn, dn, dz, legacy, kb, kc, lo, up):
                 up[c, 0, jj] = 0.0
         for m in range(12):
             _month_conductances(alt[m, c], nbc, bottom, zi, zn, dn, N, phi, gm)
-            mo = m if monthly else 0
             for jj in range(N):
                 a = (kb[c] * (gm[0, jj] / dz[jj]) + kc[c] * (gm[1, jj] / dz[jj]) + gm[2, jj] / dz[jj]) * scale
                 b = 0.0
