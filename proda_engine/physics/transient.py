@@ -400,9 +400,10 @@ def _nb_transient_year(X, wf, k0, ms, ml, mean_mode, frac, resp, lo, up, inp, ph
     I_pj = inp_p phis_j (inp the year's inputs (4, C), g C m-2 yr-1; phis = phi / (365 dz), (L, C)):
     factored (:func:`_tr_factor`) and solved (:func:`_tr_apply`). With ``mean_mode`` k uses the month
     means ms/ml (1, L, C) of the modifier products and V = lo/up[c, 0] all year, so the operator
-    changes only with the day count: it is factored once per distinct month length (3, not 12). acc (3 or 5, C) += the year's inputs,
-    respiration and transport outflow (g C m-2; fluxes at the end-of-step state, so the budget is
-    exact) [and, with 5 rows, the end-of-year total carbon and w100-weighted SOC stock];
+    changes only with the day count: it is factored once per distinct month length (3, not 12).
+    acc (3 or 5, C) += the year's inputs, respiration and transport outflow (g C m-2; fluxes at the
+    end-of-step state, so the budget is exact) [and, with 5 rows, the end-of-year total carbon and
+    w100-weighted SOC stock];
     soc_month (12, C) = S1+S2+S3 stock after each month.
     """
     L, C = X.shape[1], X.shape[2]
