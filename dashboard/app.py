@@ -145,9 +145,12 @@ class DashboardApp(param.Parameterized):
             "profile; use the box-select tool to total a box.",
             styles={"font-size": "0.85em", "color": "#57606a"},
         )
+        # busy_indicator=None: the sidebar's spinner follows the solve itself; the template's header
+        # spinner follows every server callback and switched off 150-450 ms after the new map had
+        # arrived (measured in the browser), so a finished step still looked busy
         return pn.template.FastListTemplate(
             title=TITLE, sidebar=[*self.controls.panel(), self.scenario.controls()],
-            main=[self.totals.pane, map_card, charts, scenario_row, footer],
+            main=[self.totals.pane, map_card, charts, scenario_row, footer], busy_indicator=None,
             sidebar_width=330, accent_base_color="#2f6f4f", header_background="#2f6f4f", main_max_width="1500px",
         )
 

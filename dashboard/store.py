@@ -515,9 +515,11 @@ class ResultStore(param.Parameterized):
 
     def _apply(self, out: Outcome) -> None:
         cell = (out.profile.attrs["lon"], out.profile.attrs["lat"]) if out.profile is not None else None
+        # busy=False in the same update: the spinner stops in the same batch of model changes as the
+        # new map and cards arrive (set after them, it reached the browser up to ~0.4 s later)
         update = dict(result=out.result, layer=out.layer, misfit=out.misfit, ensemble=out.ensemble,
                       profile=out.profile, profile_baseline=out.profile_baseline, message=out.note,
-                      version=self.version + 1)
+                      version=self.version + 1, busy=False)
         if cell != self.profile_cell:  # the marker re-renders only when the cell changes
             update["profile_cell"] = cell
         self.param.update(**update)
