@@ -643,7 +643,7 @@ def _as_paths(paths: str | PathLike | Sequence[str | PathLike]) -> list[Path]:
         return [Path(paths)]
     out = [Path(p) for p in paths]
     if not out:
-        raise ForcingError("read_forcing: expected at least one file, found none")
+        raise ForcingError("forcing: expected at least one file, found none")
     return out
 
 
