@@ -75,6 +75,11 @@ def warm(world: str | None = None) -> None:
         store_mod.observed_sites(world)
     except Exception as exc:  # a world without observations still serves
         log.info("no observed sites for the dashboard: %s", exc)
+    # one throwaway session document: the first real session no longer pays the process's one-time
+    # plotting costs (HoloViews/Bokeh first renders), which made it ~2 s slower than the next ones
+    from bokeh.document import Document
+
+    build_app(world).template.server_doc(Document())
 
 
 class DashboardTemplate(pn.template.FastListTemplate):
