@@ -143,20 +143,6 @@ def steady_state_under(scenario: Scenario, params: PhysicalParams | str, base: F
     return steady_state(p, f, grid or get_grid(), closure=closure)
 
 
-def forcing_from_files(paths: Sequence[str | PathLike], baseline: Forcing, cells: np.ndarray | None = None,
-                       n_layers: int | None = None) -> ForcingFn:
-    """A user-supplied forcing time series in CLM5/CMIP-style netCDF files (see :func:`forcing_from_reader`).
-
-    The files are indexed by :func:`proda_engine.data.read_forcing_series`: by calendar year when their
-    dates decode (monthly, yearly or multi-year files), else 12 steps per year in file order (e.g. one
-    12-month file per year).
-    """
-    from proda_engine.data import read_forcing_series
-
-    return forcing_from_reader(read_forcing_series(list(paths), n_layers=n_layers or baseline.n_layers),
-                               baseline, cells)
-
-
 def forcing_from_reader(series, baseline: Forcing, cells: np.ndarray | None = None, *,
                         cache_bytes: int = 2 * 2**30) -> ForcingFn:
     """A :class:`~proda_engine.data.ForcingSeries` (e.g. a catalog ``forcing_series`` source) as
@@ -296,9 +282,10 @@ def world_scenario(engine, scenario: Scenario, years: int, sources: Sequence[str
         within: bool per engine cell: run only the selected region's cells (``soc_change_global`` is
             then that region's total; ``region_label`` names it).
         progress: called with the fraction done (0..1) as the runs advance.
-        forcing_files: a user forcing time series instead of ``scenario``'s changes: one CLM5/CMIP-style
-            12-month netCDF per simulated year (:func:`forcing_from_files`; the last repeats). The
-            equilibrium answer is then the steady state under the last year's forcing.
+        forcing_files: a user forcing time series instead of ``scenario``'s changes: CLM5/CMIP-style
+            netCDF files indexed by :func:`proda_engine.data.read_forcing_series` (by calendar year, or
+            12 steps per year in file order) and stepped by :func:`forcing_from_reader` (the last year
+            repeats). The equilibrium answer is then the steady state under the last year's forcing.
         forcing_series: the same from an already indexed :class:`~proda_engine.data.ForcingSeries`
             (e.g. ``load_catalog().open(name)`` of a ``forcing_series`` source).
         extra_sources: more parameter sets by name, unit-interval theta (C, 21) over the engine's cells
