@@ -16,6 +16,7 @@ arrive while a solve runs are coalesced into one (only the newest selection is s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import functools
 import io
@@ -57,6 +58,17 @@ MAX_MISFIT_SITES = 5000
 #: Half-width of the change colour scale as a fraction of the baseline stock's 98th percentile:
 #: CUE +10 % already changes stocks by ~30 % in the twin world, so a narrower scale saturates at once.
 CHANGE_SCALE = 0.5
+
+
+def _held():
+    """``pn.io.hold()`` on the current session document when served (one message for a batch of
+    changes), a no-op without a session (inline use in tests and notebooks)."""
+    import panel as pn
+
+    doc = pn.state.curdoc
+    if doc is None or doc.session_context is None:
+        return contextlib.nullcontext()
+    return pn.io.hold(doc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,7 +534,11 @@ class ResultStore(param.Parameterized):
                       version=self.version + 1, busy=False)
         if cell != self.profile_cell:  # the marker re-renders only when the cell changes
             update["profile_cell"] = cell
-        self.param.update(**update)
+        # Served: hold the session's document so the map, five cards, ensemble card and spinner go to
+        # the browser as one message (each pane otherwise sent its own, and each message serialises
+        # against the whole ~420-model document: ~5 ms apiece on the server, one repaint each in the page).
+        with _held():
+            self.param.update(**update)
 
     def fail(self, exc: BaseException, what: str = "request") -> None:
         """Record a failure as a user-facing message (the session keeps running)."""

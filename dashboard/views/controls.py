@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import ClassVar
 
 import panel as pn
 import param
@@ -50,6 +51,17 @@ def _label(key: str) -> str:
     return next(label for label, k in EXTRA_VARIABLES.items() if k == key)
 
 
+class StepSlider(pn.widgets.IntSlider):
+    """An integer slider whose changes the server handles at once.
+
+    Panel waits ``_debounce`` (50 ms) after a browser change before processing it, to batch rapid
+    events; a throttled slider sends one change per key press or release, so the wait was pure
+    latency on every what-if step (measured in the browser: the URL update came ~75 ms after the key).
+    """
+
+    _debounce: ClassVar[int] = 0
+
+
 class Controls:
     """Widgets bound to the state (``from_param``) plus upload and download handling."""
 
@@ -76,7 +88,7 @@ class Controls:
         self.sites = pn.widgets.Checkbox.from_param(state.param.sites, css_classes=["show-sites"])
         # throttled: one re-solve per release / key press, not one per pixel of a drag
         self.sliders = {
-            m: pn.widgets.IntSlider.from_param(state.param[m], throttled=True, start=PERTURBATION_BOUNDS[0],
+            m: StepSlider.from_param(state.param[m], throttled=True, start=PERTURBATION_BOUNDS[0],
                                                end=PERTURBATION_BOUNDS[1], step=1, sizing_mode="stretch_width",
                                                css_classes=[f"slider-{m}"])
             for m in MECHANISMS

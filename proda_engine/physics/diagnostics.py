@@ -16,6 +16,7 @@ from proda_engine.physics.inputs import input_profile
 from proda_engine.physics.model import SteadyState
 from proda_engine.physics.operator import _mix
 from proda_engine.physics.scalars import diagnostic_modifier
+from proda_engine.physics.solver import _nb_forward_block
 from proda_engine.physics.threads import kernel_threads
 from proda_engine.physics.transfer import (
     F_L1S1,
@@ -178,13 +179,17 @@ def bulk_diagnostics(res: SteadyState, forcing: Forcing) -> dict[str, torch.Tens
     }
 
 
-@numba.njit(parallel=True, cache=True)
-def _nb_summaries(X, k, src, W, w, inv_tau, eff, rtol, check_op, soc, stocks, cue, status):
-    """One pass per cell: status, SOC per layer, interval stocks (W @ SOC dz) and flux-weighted CUE."""
+@numba.njit(cache=True, error_model="numpy")  # 0/0 -> NaN (a cell without decay flux), flagged by status
+def _nb_summary_block(X, c0, n, k, src, W, w, inv_tau, eff, rtol, check_op, soc, stocks, cue, status):
+    """Cells c0..c0+n-1: status, SOC per layer, interval stocks (W @ SOC dz) and flux-weighted CUE.
+
+    CUE = sum_d eff_d F_d / sum_d F_d over the six respiring donors d (L1, L2, L3, S1, S2, S3), with
+    F_d = X_d w / tau_d the depth-integrated decay flux (w = xi dz); status 1 non-finite, 2 negative
+    beyond ``rtol`` x max|X|, 3 invalid operator (only when ``check_op``).
+    """
     L = X.shape[1]
-    C = X.shape[2]
     nI = W.shape[0]
-    for c in numba.prange(C):
+    for c in range(c0, c0 + n):
         xmin = np.inf
         xmax = 0.0
         xsum = 0.0
@@ -226,6 +231,60 @@ def _nb_summaries(X, k, src, W, w, inv_tau, eff, rtol, check_op, soc, stocks, cu
         status[c] = st
 
 
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _nb_summaries(X, k, src, W, w, inv_tau, eff, rtol, check_op, soc, stocks, cue, status, block):
+    """:func:`_nb_summary_block` over all cells, blocks of ``block`` cells in parallel."""
+    C = X.shape[2]
+    nblk = (C + block - 1) // block
+    for blk in numba.prange(nblk):
+        c0 = blk * block
+        _nb_summary_block(X, c0, min(C, c0 + block) - c0, k, src, W, w, inv_tau, eff, rtol, check_op, soc, stocks,
+                          cue, status)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _nb_solve_summaries(k, frac, lo, up, b, out, block, W, w, inv_tau, eff, rtol, check_op, soc, stocks, cue, status):
+    """Solve G X = b block by block and summarise each block while its X is still in cache.
+
+    The same arithmetic as ``solver._nb_solve`` (forward, no shift) followed by
+    :func:`_nb_summary_block`: the separate summary pass re-read the whole (7, L, C) state from memory
+    (~20-25 ms of a ~150 ms what-if step on the globe, profiled).
+    """
+    L = k.shape[1]
+    C = k.shape[2]
+    nblk = (C + block - 1) // block
+    sh = np.zeros((1, 1), k.dtype)
+    for blk in numba.prange(nblk):
+        c0 = blk * block
+        n = min(C, c0 + block) - c0
+        cp = np.empty((L, n), k.dtype)
+        dp = np.empty((L, n), k.dtype)
+        rl = np.empty((L, n), k.dtype)
+        rs = np.empty((3, L, n), k.dtype)
+        E = np.empty((9, L, n), k.dtype)
+        Y = np.empty((3, L, n), k.dtype)
+        fc = np.empty((L, n), k.dtype)
+        _nb_forward_block(k, frac, lo, up, b, out, c0, n, cp, dp, rl, rs, E, Y, fc, sh, False)
+        _nb_summary_block(out, c0, n, k, b, W, w, inv_tau, eff, rtol, check_op, soc, stocks, cue, status)
+
+
+def _summary_inputs(op, params: dict[str, torch.Tensor], xhat: torch.Tensor, grid: Grid,
+                    intervals: dict[str, tuple[float, float | None]]):
+    """Kernel inputs shared by the summary kernels: interval weights W (nI, L) times dz, w = xi dz (L, C),
+    1/tau (6, C) and the CUE efficiency of each donor's outflow (6, C)."""
+    f = op.frac
+    W = np.stack([grid.interval_weights(t, b) * grid.dz for t, b in intervals.values()])
+    w = np.ascontiguousarray((xhat * _dz(grid, xhat)).detach().numpy(), dtype=np.float64)
+    taus = torch.stack([params[n] for n in TAU_NAMES[1:]]).detach().numpy()
+    eff = torch.stack([f[F_L1S1], f[F_L2S1], f[F_L3S2], f[F_S1S2] + f[F_S1S3], f[F_S2S1] + f[F_S2S3],
+                       f[F_S3S1]])[:, 0].detach().numpy()
+    return W, w, np.ascontiguousarray(1.0 / taus), np.ascontiguousarray(eff, dtype=np.float64)
+
+
+def _summary_outputs(n_layers: int, C: int, nI: int):
+    return np.empty((n_layers, C)), np.empty((nI, C)), np.empty(C), np.empty(C, dtype=np.int8)
+
+
 def fused_summaries(res_pools: torch.Tensor, op, params: dict[str, torch.Tensor], xhat: torch.Tensor, grid: Grid,
                     intervals: dict[str, tuple[float, float | None]] | None = None, rtol: float = 1e-9,
                     op_valid: torch.Tensor | None = None):
@@ -247,23 +306,56 @@ def fused_summaries(res_pools: torch.Tensor, op, params: dict[str, torch.Tensor]
                 microbial_cue(res_pools, f, params, xhat, grid))
     X = np.ascontiguousarray(res_pools.detach().numpy(), dtype=np.float64)
     C = X.shape[2]
-    W = np.stack([grid.interval_weights(t, b) * grid.dz for t, b in intervals.values()])
-    w = np.ascontiguousarray((xhat * _dz(grid, xhat)).detach().numpy(), dtype=np.float64)
-    taus = torch.stack([params[n] for n in TAU_NAMES[1:]]).detach().numpy()
-    eff = torch.stack([f[F_L1S1], f[F_L2S1], f[F_L3S2], f[F_S1S2] + f[F_S1S3], f[F_S2S1] + f[F_S2S3],
-                       f[F_S3S1]])[:, 0].detach().numpy()
-    soc = np.empty((X.shape[1], C))
-    stocks = np.empty((len(intervals), C))
-    cue = np.empty(C)
-    status = np.empty(C, dtype=np.int8)
+    W, w, inv_tau, eff = _summary_inputs(op, params, xhat, grid, intervals)
+    soc, stocks, cue, status = _summary_outputs(X.shape[1], C, len(intervals))
     check_op = op_valid is None
     k = op.k.detach().numpy() if check_op else np.ones((7, 1, 1))
     src = op.src.detach().numpy() if check_op else np.zeros((4, 1, 1))
     with kernel_threads(C):
         _nb_summaries(X, np.ascontiguousarray(k, dtype=np.float64), np.ascontiguousarray(src, dtype=np.float64),
-                      W, w, np.ascontiguousarray(1.0 / taus), np.ascontiguousarray(eff, dtype=np.float64), rtol,
-                      check_op, soc, stocks, cue, status)
+                      W, w, inv_tau, eff, rtol, check_op, soc, stocks, cue, status, SUMMARY_BLOCK)
+    return _summary_tensors(status, soc, stocks, cue, intervals, op_valid, check_op)
+
+
+#: Cells per parallel block of the summary pass (each block's state, 7 x L x block, stays in cache).
+SUMMARY_BLOCK = 256
+
+
+def _summary_tensors(status, soc, stocks, cue, intervals, op_valid, check_op):
     if not check_op:
         status[~op_valid.numpy()] = 3  # Status.INVALID_INPUT
     t = lambda a: torch.from_numpy(a)  # noqa: E731
     return t(status), t(soc), dict(zip(intervals, t(stocks))), t(cue)
+
+
+def solve_summaries(op, params: dict[str, torch.Tensor], xhat: torch.Tensor, grid: Grid, *,
+                    intervals: dict[str, tuple[float, float | None]] | None = None, rtol: float = 1e-9,
+                    op_valid: torch.Tensor | None = None, out: np.ndarray | None = None, backend: str = "auto"):
+    """Steady state X = G^-1 b and :func:`fused_summaries` of it, in one compiled pass on the CPU.
+
+    Returns ``(status, soc, stocks, cue)`` as :func:`fused_summaries` does (the state itself is not
+    kept). ``out`` is an optional (7, L, C) float64 work array for X, reused between calls: a fresh
+    69 MB array for the globe costs its page faults on every solve (~10 ms of ~60, measured).
+    Falls back to :func:`~proda_engine.physics.solver.solve` + :func:`fused_summaries` off the CPU,
+    with per-layer fractions, an implicit-step shift, or inputs that require gradients.
+    """
+    from proda_engine.physics.solver import BLOCK, _as_np, resolve_backend, solve
+
+    intervals = intervals or DEPTH_INTERVALS
+    be = resolve_backend(backend, op.k.device)
+    grads = any(t.requires_grad for t in op.tensors())
+    if be != "numba" or op.frac.shape[1] != 1 or op.shift is not None or grads:
+        return fused_summaries(solve(op, backend), op, params, xhat, grid, intervals, rtol, op_valid)
+    k, f, lo, up, src = op.tensors()
+    C = k.shape[2]
+    f = f.expand(9, f.shape[1], C)  # a shared (9, 1, 1) fraction set becomes one column per cell
+    k, f, lo, up, src = (_as_np(t).astype(np.float64, copy=False) for t in (k, f, lo, up, src))
+    if out is None or out.shape != k.shape or out.dtype != np.float64:
+        out = np.empty(k.shape)
+    W, w, inv_tau, eff = _summary_inputs(op, params, xhat, grid, intervals)
+    soc, stocks, cue, status = _summary_outputs(k.shape[1], C, len(intervals))
+    check_op = op_valid is None
+    with kernel_threads(C):
+        _nb_solve_summaries(k, f, lo, up, src, out, BLOCK, W, w, inv_tau, eff, rtol, check_op,
+                            soc, stocks, cue, status)
+    return _summary_tensors(status, soc, stocks, cue, intervals, op_valid, check_op)

@@ -24,14 +24,23 @@ import torch
 import xarray as xr
 
 from proda_engine.grid import DEPTH_INTERVALS, Grid, get_grid
-from proda_engine.parameters import GROUPS, clamp_theta
+from proda_engine.parameters import (
+    BETA_THETA_MAX,
+    GROUPS,
+    LOWER,
+    PARAMETER_INDEX,
+    PARAMETERS,
+    THETA_MAX,
+    THETA_MIN,
+    UPPER,
+    clamp_theta,
+)
 from proda_engine.physics import Forcing, default_params, params_from_theta
 from proda_engine.physics import diagnostics as dg
 from proda_engine.physics.inputs import input_profile
 from proda_engine.physics.model import Status
 from proda_engine.physics.operator import Operator, assemble
 from proda_engine.physics.scalars import month_means_and_diagnostic, xi_depth
-from proda_engine.physics.solver import solve
 from proda_engine.physics.transfer import base_rates, fraction_tensor
 from proda_engine.products.regions import Region, cell_area, region_mask, total_pg
 
@@ -154,6 +163,7 @@ class WhatIfEngine:
         self._parts: dict[tuple, object] = {}
         self.cache_size = cache_size
         self.stats = {"solves": 0, "hits": 0}
+        self._work: np.ndarray | None = None  # (7, L, C) state of the last solve, reused
 
     # -- solving ---------------------------------------------------------------------------
     def _part(self, key: tuple, make):
@@ -187,7 +197,7 @@ class WhatIfEngine:
             if isinstance(self.sources[source], str):
                 p = perturb_physical(default_params(self.forcing), key)
             else:
-                p = params_from_theta(perturb_theta(self.sources[source], key), clamp=False)
+                p = self._params(source, key)
             f = self.forcing
             if q["NPP"] != 0.0:
                 f = f.with_inputs(f.inputs * (1.0 + q["NPP"]))
@@ -199,16 +209,46 @@ class WhatIfEngine:
             xd = self._part((*xi_key, "depth"), lambda: xi_depth(self.grid, p["efolding"]))
             phi = self._part((source, "I", q["I"]), lambda: input_profile(f, self.grid, p["beta"]))
             op, op_valid = self._operator(source, q, p, f, mods, xd, phi)
-            X = solve(op)
             cin = f.inputs.sum(0).numpy()
             xhat = both[2]
-            status, soc, st, cue = dg.fused_summaries(X, op, p, xhat, self.grid, op_valid=op_valid)
+            # solve and summarise in one pass; the (7, L, C) state goes to a work array kept between
+            # requests (only SOC per layer and the summaries are kept)
+            if self._work is None or self._work.shape != op.k.shape:
+                self._work = np.empty(tuple(op.k.shape))
+            status, soc, st, cue = dg.solve_summaries(op, p, xhat, self.grid, op_valid=op_valid, out=self._work)
             stocks = {k: v.numpy() / 1000.0 for k, v in st.items()}
         bad = status.numpy() != Status.OK
         for v in stocks.values():
             v[bad] = np.nan
         return CellResults(stocks=stocks, turnover=stocks["whole"] * 1000.0 / cin, cue=cue.numpy(),
                            status=status.numpy(), soc=soc.numpy())
+
+    def _params(self, source: str, key: tuple[float, ...]) -> dict[str, torch.Tensor]:
+        """Physical parameters of ``source`` under ``key``, the same values as
+        ``params_from_theta(perturb_theta(theta, key), clamp=False)``.
+
+        The unperturbed parameters are computed once per source (one contiguous (C,) tensor each);
+        a request maps only the columns of the groups it perturbs (theta (1 + q) clamped, then
+        pi = lower + theta (upper - lower)), ~1 ms instead of ~20 ms for the whole (C, 21) table.
+        """
+        theta = self.sources[source]
+        base = self._part((source, "physical"), lambda: {
+            n: v.contiguous() for n, v in params_from_theta(clamp_theta(theta, log_clamps=False), clamp=False).items()})
+        rows = self._part((source, "theta^T"), lambda: np.ascontiguousarray(theta.T))  # one contiguous row each
+        factor = np.ones(len(PARAMETERS))
+        for m, q in zip(MECHANISMS, key):
+            if m != "NPP" and q != 0.0:
+                factor[list(GROUPS[m])] *= 1.0 + q
+        cols = np.flatnonzero(factor != 1.0)
+        if cols.size == 0:
+            return dict(base)
+        hi = np.where(cols == PARAMETER_INDEX["beta"], BETA_THETA_MAX, THETA_MAX)
+        th = np.clip(rows[cols] * factor[cols, None], THETA_MIN, hi[:, None])
+        phys = LOWER[cols, None] + th * (UPPER[cols] - LOWER[cols])[:, None]
+        out = dict(base)
+        for j, i in enumerate(cols):
+            out[PARAMETERS[i].name] = torch.from_numpy(phys[j])
+        return out
 
     def _operator(self, source: str, q: dict[str, float], p, f: Forcing, mods, xd, phi):
         """The operator for this request, reusing every piece whose mechanisms did not change.

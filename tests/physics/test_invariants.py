@@ -9,6 +9,7 @@ from proda_engine.grid import get_grid
 from proda_engine.physics import Status, apply_operator, assemble, params_from_theta, rhs, solve_theta
 from proda_engine.physics import diagnostics as dg
 from proda_engine.physics.dense import dense_matrix, dense_solve
+from proda_engine.physics.operator import Operator
 from proda_engine.physics.solver import solve_numba, solve_torch, solve_transposed
 from proda_engine.physics.transport import transport_coefficients, transport_coefficients_reference
 
@@ -139,6 +140,49 @@ def test_fused_summaries_match_separate_functions(instance):
     for k, v in dg.interval_stocks(X[4:7].sum(0), g).items():
         torch.testing.assert_close(stocks[k][ok], v[ok], rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(cue[ok], dg.microbial_cue(X, op.frac, p, xhat, g)[ok], rtol=1e-12, atol=0)
+
+
+def test_solve_summaries_equal_solve_then_summaries(instance):
+    """The blocked solve-and-summarise kernel does the same arithmetic as the two separate passes."""
+    from proda_engine.physics.scalars import diagnostic_modifier
+
+    g, f, th = instance
+    th = th.copy()
+    th[0, 3] = 0.0  # one failing cell
+    p = params_from_theta(th)
+    op = assemble(p, f, g)
+    src = op.src.clone()
+    src[:, :, 1] = 0.0  # a cell without input: X = 0, no decay flux, CUE 0/0 -> NaN (not an exception)
+    op = Operator(k=op.k, frac=op.frac, lo=op.lo, up=op.up, src=src)
+    xhat = diagnostic_modifier(f, g, p["q10"], p["wscaling"], p["efolding"])
+    ref = dg.fused_summaries(solve_numba(op), op, p, xhat, g)
+    assert np.isnan(float(ref[3][1]))
+    work = np.full((7, g.n_layers, f.n_cells), np.nan)
+    for out in (None, work, work):  # fresh, then a reused work array
+        got = dg.solve_summaries(op, p, xhat, g, out=out)
+        torch.testing.assert_close(got[0], ref[0])
+        for a, b in zip((got[1], *got[2].values(), got[3]), (ref[1], *ref[2].values(), ref[3])):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    assert int(got[0][0]) != 0 and (got[0][1:] == 0).all() and np.isnan(float(got[3][1]))
+    # with the operator's validity known, the kernel skips its own check and the flag is applied after
+    valid = torch.ones(f.n_cells, dtype=torch.bool)
+    valid[2] = False
+    got = dg.solve_summaries(op, p, xhat, g, op_valid=valid)
+    assert int(got[0][2]) == 3 and int(got[0][0]) != 0
+
+
+def test_solve_summaries_fall_back_for_per_layer_fractions(instance):
+    from proda_engine.physics.scalars import diagnostic_modifier
+
+    g, f, th = instance
+    p = params_from_theta(th)
+    op = assemble(p, f, g)
+    op = Operator(k=op.k, frac=op.frac.expand(9, g.n_layers, f.n_cells).clone(), lo=op.lo, up=op.up, src=op.src)
+    xhat = diagnostic_modifier(f, g, p["q10"], p["wscaling"], p["efolding"])
+    got = dg.solve_summaries(op, p, xhat, g)
+    ref = dg.fused_summaries(solve_numba(op), op, p, xhat, g)
+    torch.testing.assert_close(got[1], ref[1])
+    torch.testing.assert_close(got[3], ref[3])
 
 
 def test_fused_assembly_equals_the_autograd_path(instance):

@@ -111,3 +111,22 @@ def test_cached_operator_pieces_give_the_same_answer_as_a_fresh_solve():
             np.testing.assert_allclose(got.stocks[k], ref.stocks[k], rtol=1e-12, equal_nan=True)
         np.testing.assert_allclose(got.cue, ref.cue, rtol=1e-12, equal_nan=True)
         np.testing.assert_array_equal(got.status, ref.status)
+
+
+def test_partial_parameter_mapping_equals_the_full_table():
+    """Only the perturbed groups' columns are re-mapped per request; the values must equal mapping the
+    whole perturbed table (including clamps: theta near 1 pushed above it, beta above 0.98)."""
+    from proda_engine.physics import params_from_theta
+
+    ds = api.read_forcing(FIX)
+    n = int(ds["valid"].sum())
+    th = np.random.default_rng(11).uniform(0.0, 1.0, (n, 21))
+    th[:, 0] = 0.999
+    eng = WhatIfEngine(ds, {"s": th})
+    for pert in ({}, {"A": 0.3}, {"I": 0.5, "K": -0.5}, {"Xi": 0.2, "V": -0.1, "NPP": 0.3}, {"A": -0.5, "K": 0.5}):
+        key = perturbation_key(pert)
+        got = eng._params("s", key)
+        ref = params_from_theta(perturb_theta(th, key), clamp=False)
+        assert set(got) == set(ref)
+        for name in ref:
+            np.testing.assert_allclose(got[name].numpy(), ref[name].numpy(), rtol=1e-15, atol=0, err_msg=name)
