@@ -17,8 +17,8 @@ import logging
 import os
 
 import panel as pn
-from panel.io.state import set_curdoc
 import param
+from panel.io.state import set_curdoc
 
 from dashboard import store as store_mod
 from dashboard.state import BOX_PREFIX, URL_PARAMS, DashboardState, box_label
