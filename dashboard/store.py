@@ -8,9 +8,10 @@ No widgets live here. Two layers:
   the current what-if result, tapped profile and sensitivity, and records errors as a message
   instead of raising (a failing request must never kill the session).
 
-Solves on the globe take ~1-2 s in the engine, so when served the store computes in a worker thread
-(``asyncio.to_thread``) and keeps the server's event loop free for other sessions; requests that
-arrive while a solve runs are coalesced into one (only the newest selection is solved).
+A new solve of the globe takes ~0.1-0.5 s in the engine (longer for a new source), so when served the
+store computes in a worker thread (``asyncio.to_thread``) and keeps the server's event loop free for
+other sessions; requests that arrive while a solve runs are coalesced into one (only the newest
+selection is solved).
 """
 
 from __future__ import annotations
