@@ -97,6 +97,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", default="default", help="world to serve (default: the 0.5° globe)")
     ap.add_argument("--moves", type=int, default=10, help="slider steps per kind")
+    ap.add_argument("--mechanism", default="A", choices=["A", "K", "Xi", "V", "I", "NPP"],
+                    help="which what-if slider to step (default A, microbial CUE)")
     ap.add_argument("--screenshot", default=None, help="save a screenshot of the loaded app here")
     ap.add_argument("--scenario", action="store_true",
                     help="also time a climate-scenario run (default 2 K / +10 %% NPP / 100 yr, with comparison)")
@@ -135,7 +137,7 @@ def main() -> None:
             print(f"first page load: {loads[0] * 1000:.0f} ms (first session), "
                   f"{statistics.median(loads[1:]) * 1000:.0f} ms (next sessions, median of {len(loads) - 1})")
             page.evaluate(HOOK_JS)
-            page.locator(".noUi-handle").first.focus()
+            page.locator(f".slider-{args.mechanism} .noUi-handle").first.focus()
             new, back = [], []
             for _ in range(args.moves):
                 new.append(_step(page, "ArrowRight"))
@@ -164,6 +166,7 @@ def main() -> None:
             server.terminate()
             server.wait(20)
             browser.close()
+        print(f"slider: {args.mechanism}")
         for name, rows in (("new position (cold engine solve)", new), ("revisited position (cached)", back)):
             if os.environ.get("PRODA_BENCH_VERBOSE"):
                 print(rows)

@@ -60,6 +60,19 @@ def _environment(mods: tuple[torch.Tensor, torch.Tensor], xd: torch.Tensor):
     return soil, litter, ok
 
 
+def _nbytes(obj: object) -> int:
+    """Bytes held by the arrays and tensors in a cached piece (nested tuples, lists and dicts)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.element_size() * obj.nelement()
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, (tuple, list)):
+        return sum(_nbytes(o) for o in obj)
+    if isinstance(obj, dict):
+        return sum(_nbytes(o) for o in obj.values())
+    return 0
+
+
 def perturbation_key(perturbation: Mapping[str, float] | None) -> tuple[float, ...]:
     """Canonical, hashable form: one rounded value per mechanism in :data:`MECHANISMS` order."""
     perturbation = dict(perturbation or {})
@@ -130,12 +143,14 @@ class WhatIfEngine:
         fields: optional (lat, lon) Dataset with ``continent``, ``Koppen_Climate_2018``,
             ``ESA_Land_Cover`` for named regions, and ``Coarse_Fragments_v_*`` (not yet applied).
         cache_size: how many whole results to keep.
+        parts_budget: bytes of reusable operator pieces to keep (least recently used dropped first).
     """
 
     def __init__(self, forcing_ds: xr.Dataset | None, sources: Mapping[str, np.ndarray | str], *,
                  grid: Grid | None = None,
                  closure: str = "conservative", fields: xr.Dataset | None = None, cache_size: int = 64,
-                 cells: tuple[Forcing, np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+                 cells: tuple[Forcing, np.ndarray, np.ndarray, np.ndarray] | None = None,
+                 parts_budget: int = 2 * 1024**3) -> None:
         self.grid = grid or get_grid()
         self.closure = closure
         if cells is not None:  # (forcing, flat cell indices, lat, lon) already stacked, e.g. from a world cache
@@ -160,18 +175,29 @@ class WhatIfEngine:
         self._results: OrderedDict[tuple, CellResults] = OrderedDict()
         # One engine serves every dashboard session of a process: solves and cache updates are serialised.
         self._lock = threading.RLock()
-        self._parts: dict[tuple, object] = {}
+        #: pieces reused between requests (month means, decay rates, transport, sources, parameters),
+        #: least recently used first; bounded in bytes: one decay-rate array of the globe is 69 MB, so
+        #: a count bound let a user stepping through K values hold gigabytes
+        self._parts: OrderedDict[tuple, object] = OrderedDict()
+        self._parts_bytes = 0
+        self.parts_budget = parts_budget
         self.cache_size = cache_size
         self.stats = {"solves": 0, "hits": 0}
         self._work: np.ndarray | None = None  # (7, L, C) state of the last solve, reused
 
     # -- solving ---------------------------------------------------------------------------
     def _part(self, key: tuple, make):
-        if key not in self._parts:
-            if len(self._parts) > 256:
-                self._parts.clear()
-            self._parts[key] = make()
-        return self._parts[key]
+        """The cached piece ``key`` (made with ``make()`` when missing), marked as recently used."""
+        if key in self._parts:
+            self._parts.move_to_end(key)
+            return self._parts[key]
+        value = make()
+        self._parts[key] = value
+        self._parts_bytes += _nbytes(value)
+        while self._parts_bytes > self.parts_budget and len(self._parts) > 1:
+            _, old = self._parts.popitem(last=False)
+            self._parts_bytes -= _nbytes(old)
+        return value
 
     def cell_results(self, source: str, perturbation: Mapping[str, float] | None = None) -> CellResults:
         """Solve (or fetch from cache) every cell for ``source`` under ``perturbation``."""
@@ -264,13 +290,15 @@ class WhatIfEngine:
             # only decay rates changed (a K or Xi move): k_pj = k0_p x env_j, env cached per Xi value
             soil_env, litter_env, env_ok = self._part((source, "op:env", q["Xi"]), lambda: _environment(mods, xd))
             k0 = base_rates(p)
-            k = torch.stack([k0[i] * (litter_env if i in (1, 2, 3) else soil_env) for i in range(7)])
+            k = torch.empty((7, *soil_env.shape), dtype=soil_env.dtype)
+            for i in range(7):  # written in place: no (L, C) temporaries, no stacking copy
+                torch.mul(k0[i], litter_env if i in (1, 2, 3) else soil_env, out=k[i])
             valid_k = env_ok & torch.isfinite(k0).all(0) & (k0 > 0).all(0)
             self._part(keys["k"], lambda: (k, valid_k))
         if all(k in self._parts for k in keys.values()):
-            k, valid_k = self._parts[keys["k"]]
-            lo, up = self._parts[keys["mix"]]
-            src, valid_src = self._parts[keys["src"]]
+            k, valid_k = self._part(keys["k"], None)
+            lo, up = self._part(keys["mix"], None)
+            src, valid_src = self._part(keys["src"], None)
             frac = fraction_tensor(p, self.grid.n_layers)
             return Operator(k=k, frac=frac, lo=lo, up=up, src=src), valid_k & valid_src
         op = assemble(p, f, self.grid, self.closure, modifiers=mods, depth_scalar=xd, phi=phi)
