@@ -9,7 +9,7 @@ No widgets live here. Two layers:
   instead of raising (a failing request must never kill the session).
 
 A new solve of the globe takes ~0.1-0.5 s in the engine (longer for a new source), so when served the
-store computes in a worker thread (``asyncio.to_thread``) and keeps the server's event loop free for
+store computes in a worker thread (:data:`ENGINE_EXECUTOR`) and keeps the server's event loop free for
 other sessions; requests that arrive while a solve runs are coalesced into one (only the newest
 selection is solved).
 """
@@ -17,6 +17,7 @@ selection is solved).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import csv
 import functools
@@ -59,6 +60,19 @@ MAX_MISFIT_SITES = 5000
 #: Half-width of the change colour scale as a fraction of the baseline stock's 98th percentile:
 #: CUE +10 % already changes stocks by ~30 % in the twin world, so a narrower scale saturates at once.
 CHANGE_SCALE = 0.5
+
+
+#: The one thread in which served sessions run engine work (solves, comparisons, sensitivities). The
+#: compiled kernels run on an OpenMP team that belongs to the calling thread: spread over the default
+#: executor's threads, each call could start on a cold team while other teams still held the cores, and
+#: a solve took ~1.5-2.5x its in-process time in the server (a K step 290-360 ms against 115-140 ms).
+#: One thread keeps one warm team (the solves were serialised by ENGINE_LOCK anyway).
+ENGINE_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="proda-engine")
+
+
+async def _in_engine_thread(fn, *args):
+    """Run ``fn(*args)`` in :data:`ENGINE_EXECUTOR` without blocking the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(ENGINE_EXECUTOR, fn, *args)
 
 
 def _held():
@@ -584,7 +598,7 @@ class ResultStore(param.Parameterized):
             while True:
                 generation = self._requested
                 try:
-                    out = await asyncio.to_thread(self._compute, self._request())
+                    out = await _in_engine_thread(self._compute, self._request())
                 except Exception as exc:
                     if generation == self._requested:
                         self.fail(exc, "what-if")
@@ -640,7 +654,7 @@ class ResultStore(param.Parameterized):
                 key = self._comparison_key()
                 if key is None or key == self._cmp_key:
                     break
-                cmp = await asyncio.to_thread(self._compute_comparison, key)
+                cmp = await _in_engine_thread(self._compute_comparison, key)
                 if key == self._comparison_key():
                     self._cmp_key = key
                     self.comparison = cmp
@@ -681,7 +695,7 @@ class ResultStore(param.Parameterized):
                 # show "computing" instead of a stale chart for the previous region
                 self.param.update(sensitivity=None, sensitivity_key=None)
                 try:
-                    sens = await asyncio.to_thread(sensitivity, self.world, *key)
+                    sens = await _in_engine_thread(sensitivity, self.world, *key)
                 except Exception as exc:
                     self.fail(exc, "sensitivity")
                     break
