@@ -106,6 +106,10 @@ BETA_THETA_MAX: float = 0.98
 
 ArrayT = TypeVar("ArrayT")
 
+#: Per-parameter clamp bounds of :func:`clamp_theta`, (21,) each.
+THETA_CLAMP_LOWER: np.ndarray = np.full(N_PARAMS, THETA_MIN)
+THETA_CLAMP_UPPER: np.ndarray = np.where(np.arange(N_PARAMS) == PARAMETER_INDEX["beta"], BETA_THETA_MAX, THETA_MAX)
+
 
 def clamp_theta(theta: ArrayT, *, log_clamps: bool = True) -> ArrayT:
     """Clip unit-interval parameters to [1e-4, 1] (beta's theta to at most 0.98).
@@ -115,9 +119,7 @@ def clamp_theta(theta: ArrayT, *, log_clamps: bool = True) -> ArrayT:
     (shape ``(..., 21)``). Any clamping of a value outside the range is logged with a count, so it is
     never silent.
     """
-    lo = np.full(N_PARAMS, THETA_MIN)
-    hi = np.full(N_PARAMS, THETA_MAX)
-    hi[PARAMETER_INDEX["beta"]] = BETA_THETA_MAX
+    lo, hi = THETA_CLAMP_LOWER, THETA_CLAMP_UPPER
     if _is_torch(theta):
         import torch
 

@@ -16,7 +16,7 @@ from proda_engine.physics.inputs import input_profile
 from proda_engine.physics.model import SteadyState
 from proda_engine.physics.operator import _mix
 from proda_engine.physics.scalars import diagnostic_modifier
-from proda_engine.physics.solver import _nb_forward_block
+from proda_engine.physics.solver import _nb_block_scratch, _nb_forward_block
 from proda_engine.physics.threads import kernel_threads
 from proda_engine.physics.transfer import (
     F_L1S1,
@@ -250,20 +250,13 @@ def _nb_solve_summaries(k, frac, lo, up, b, out, block, W, w, inv_tau, eff, rtol
     :func:`_nb_summary_block`: the separate summary pass re-read the whole (7, L, C) state from memory
     (~20-25 ms of a ~150 ms what-if step on the globe, profiled).
     """
-    L = k.shape[1]
     C = k.shape[2]
     nblk = (C + block - 1) // block
     sh = np.zeros((1, 1), k.dtype)
     for blk in numba.prange(nblk):
         c0 = blk * block
         n = min(C, c0 + block) - c0
-        cp = np.empty((L, n), k.dtype)
-        dp = np.empty((L, n), k.dtype)
-        rl = np.empty((L, n), k.dtype)
-        rs = np.empty((3, L, n), k.dtype)
-        E = np.empty((9, L, n), k.dtype)
-        Y = np.empty((3, L, n), k.dtype)
-        fc = np.empty((L, n), k.dtype)
+        cp, dp, rl, rs, E, Y, fc = _nb_block_scratch(k, n)
         _nb_forward_block(k, frac, lo, up, b, out, c0, n, cp, dp, rl, rs, E, Y, fc, sh, False)
         _nb_summary_block(out, c0, n, k, b, W, w, inv_tau, eff, rtol, check_op, soc, stocks, cue, status)
 

@@ -357,6 +357,17 @@ def _nb_forward_block(k, frac, lo, up, b, out, c0, n, cp, dp, rl, rs, E, Y, fc, 
     _nb_soil(k, frac, lo, up, rs, out[4:7], c0, n, False, E, Y, sh, has_shift)
 
 
+@numba.njit(cache=True)
+def _nb_block_scratch(k, n):
+    """Per-block work arrays of the structured solve for ``n`` cells: Thomas sweeps (cp, dp, rl), soil
+    right-hand sides and block elimination (rs, E, Y), and the CWD decay flux fc (k X, the input b
+    when there is no shift)."""
+    L = k.shape[1]
+    return (np.empty((L, n), k.dtype), np.empty((L, n), k.dtype), np.empty((L, n), k.dtype),
+            np.empty((3, L, n), k.dtype), np.empty((9, L, n), k.dtype), np.empty((3, L, n), k.dtype),
+            np.empty((L, n), k.dtype))
+
+
 @numba.njit(parallel=True, cache=True)
 def _nb_solve(k, frac, lo, up, b, out, tr, block, sh, has_shift):
     """Structured solve of G X = b (tr=False, b = sources (4 or 7, L, C)) or G^T X = b (tr=True, b (7, L, C)).
@@ -369,14 +380,8 @@ def _nb_solve(k, frac, lo, up, b, out, tr, block, sh, has_shift):
     for blk in numba.prange(nblk):
         c0 = blk * block
         n = min(C, c0 + block) - c0
-        cp = np.empty((L, n), k.dtype)
-        dp = np.empty((L, n), k.dtype)
-        rl = np.empty((L, n), k.dtype)
-        rs = np.empty((3, L, n), k.dtype)
-        E = np.empty((9, L, n), k.dtype)
-        Y = np.empty((3, L, n), k.dtype)
+        cp, dp, rl, rs, E, Y, fc = _nb_block_scratch(k, n)
         if not tr:
-            fc = np.empty((L, n), k.dtype)  # CWD decay flux k X (= input b when there is no shift)
             _nb_forward_block(k, frac, lo, up, b, out, c0, n, cp, dp, rl, rs, E, Y, fc, sh, has_shift)
         else:
             for p in range(3):

@@ -25,13 +25,11 @@ import xarray as xr
 
 from proda_engine.grid import DEPTH_INTERVALS, Grid, get_grid
 from proda_engine.parameters import (
-    BETA_THETA_MAX,
     GROUPS,
     LOWER,
-    PARAMETER_INDEX,
     PARAMETERS,
-    THETA_MAX,
-    THETA_MIN,
+    THETA_CLAMP_LOWER,
+    THETA_CLAMP_UPPER,
     UPPER,
     clamp_theta,
 )
@@ -269,8 +267,7 @@ class WhatIfEngine:
         cols = np.flatnonzero(factor != 1.0)
         if cols.size == 0:
             return dict(base)
-        hi = np.where(cols == PARAMETER_INDEX["beta"], BETA_THETA_MAX, THETA_MAX)
-        th = np.clip(rows[cols] * factor[cols, None], THETA_MIN, hi[:, None])
+        th = np.clip(rows[cols] * factor[cols, None], THETA_CLAMP_LOWER[cols, None], THETA_CLAMP_UPPER[cols, None])
         phys = LOWER[cols, None] + th * (UPPER[cols] - LOWER[cols])[:, None]
         out = dict(base)
         for j, i in enumerate(cols):
