@@ -16,7 +16,7 @@ from proda_engine.physics.inputs import input_profile
 from proda_engine.physics.model import SteadyState
 from proda_engine.physics.operator import _mix
 from proda_engine.physics.scalars import diagnostic_modifier
-from proda_engine.physics.solver import _nb_block_scratch, _nb_forward_block
+from proda_engine.physics.solver import BLOCK, _nb_block_scratch, _nb_forward_block
 from proda_engine.physics.threads import kernel_threads
 from proda_engine.physics.transfer import (
     F_L1S1,
@@ -306,16 +306,12 @@ def fused_summaries(res_pools: torch.Tensor, op, params: dict[str, torch.Tensor]
     src = op.src.detach().numpy() if check_op else np.zeros((4, 1, 1))
     with kernel_threads(C):
         _nb_summaries(X, np.ascontiguousarray(k, dtype=np.float64), np.ascontiguousarray(src, dtype=np.float64),
-                      W, w, inv_tau, eff, rtol, check_op, soc, stocks, cue, status, SUMMARY_BLOCK)
-    return _summary_tensors(status, soc, stocks, cue, intervals, op_valid, check_op)
+                      W, w, inv_tau, eff, rtol, check_op, soc, stocks, cue, status, BLOCK)
+    return _summary_tensors(status, soc, stocks, cue, intervals, op_valid)
 
 
-#: Cells per parallel block of the summary pass (each block's state, 7 x L x block, stays in cache).
-SUMMARY_BLOCK = 256
-
-
-def _summary_tensors(status, soc, stocks, cue, intervals, op_valid, check_op):
-    if not check_op:
+def _summary_tensors(status, soc, stocks, cue, intervals, op_valid):
+    if op_valid is not None:  # the kernel skipped the operator check: apply the caller's validity
         status[~op_valid.numpy()] = 3  # Status.INVALID_INPUT
     t = lambda a: torch.from_numpy(a)  # noqa: E731
     return t(status), t(soc), dict(zip(intervals, t(stocks))), t(cue)
@@ -332,7 +328,7 @@ def solve_summaries(op, params: dict[str, torch.Tensor], xhat: torch.Tensor, gri
     Falls back to :func:`~proda_engine.physics.solver.solve` + :func:`fused_summaries` off the CPU,
     with per-layer fractions, an implicit-step shift, or inputs that require gradients.
     """
-    from proda_engine.physics.solver import BLOCK, _as_np, resolve_backend, solve
+    from proda_engine.physics.solver import _as_np, resolve_backend, solve
 
     intervals = intervals or DEPTH_INTERVALS
     be = resolve_backend(backend, op.k.device)
@@ -351,4 +347,4 @@ def solve_summaries(op, params: dict[str, torch.Tensor], xhat: torch.Tensor, gri
     with kernel_threads(C):
         _nb_solve_summaries(k, f, lo, up, src, out, BLOCK, W, w, inv_tau, eff, rtol, check_op,
                             soc, stocks, cue, status)
-    return _summary_tensors(status, soc, stocks, cue, intervals, op_valid, check_op)
+    return _summary_tensors(status, soc, stocks, cue, intervals, op_valid)
