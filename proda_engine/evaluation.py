@@ -35,7 +35,6 @@ import torch
 import xarray as xr
 
 from proda_engine.data import write_netcdf_atomic, write_text_atomic
-from proda_engine.data.world import WorldPaths, ensure_world
 from proda_engine.grid import get_grid
 from proda_engine.inference.likelihood import ObservationBatch, model_at_obs, pooled_metrics
 from proda_engine.learning.config import TrainConfig
@@ -43,7 +42,7 @@ from proda_engine.learning.splits import Split, spatial_block_split
 from proda_engine.learning.training import TrainedModel
 from proda_engine.parameters import PARAMETER_NAMES
 from proda_engine.physics import Forcing, default_params, params_from_theta, steady_state
-from proda_engine.products.world import WorldCells, load_world_cells
+from proda_engine.products.world import OpenWorld, WorldCells, open_world
 from proda_engine.workflows import SOURCE_FOR_METHOD, SiteData, site_data, train_world
 
 log = logging.getLogger(__name__)
@@ -81,27 +80,42 @@ class WorldSites:
             ``"spatial_block_split"`` (a fresh one, same defaults as training).
     """
 
-    paths: WorldPaths
-    cells: WorldCells
-    covariates: xr.Dataset
+    world: OpenWorld
     sites: SiteData
     split: Split
     split_source: str
 
+    @property
+    def cells(self) -> WorldCells:
+        return self.world.cells
 
-def load_world_sites(world: str, *, block_size: float = 5.0, seed: int = 0) -> WorldSites:
+    @property
+    def covariates(self) -> xr.Dataset:
+        return self.world.covariates
+
+    @property
+    def products(self) -> Path:
+        return self.world.spec.products
+
+    @property
+    def paths(self):
+        """The built-in world's files (:class:`~proda_engine.data.world.WorldPaths`); None for catalog worlds."""
+        from proda_engine.data.world import WorldPaths
+
+        return WorldPaths.in_folder(self.world.spec.root) if self.world.spec.kind == "builtin" else None
+
+
+def load_world_sites(world: str | OpenWorld, *, block_size: float = 5.0, seed: int = 0,
+                     catalog: str | Path | None = None) -> WorldSites:
     """Read a world's sites and its held-out split (the e2e model's when it matches the sites).
 
     A model trained on a ``max_sites`` subsample indexes a different table; we detect that by the
     stored row count and fall back to a fresh spatial block split (``block_size`` degrees, 20 % test).
     """
-    paths = ensure_world(world)
-    wc = load_world_cells(paths.forcing)
-    with xr.open_dataset(paths.covariates) as ds:
-        cov = ds.load()
-    sd = site_data(paths, wc, cov)
+    ow = world if isinstance(world, OpenWorld) else open_world(world, catalog=catalog)
+    sd = site_data(ow)
     n = sd.observations.n_profiles
-    model_path = paths.root / "products" / E2E_MODEL
+    model_path = ow.spec.products / E2E_MODEL
     split, source = None, "spatial_block_split"
     if model_path.exists():
         model = TrainedModel.load(model_path)
@@ -115,7 +129,7 @@ def load_world_sites(world: str, *, block_size: float = 5.0, seed: int = 0) -> W
         s = spatial_block_split(sd.lat, sd.lon, block_size=block_size, test_fraction=0.2, val_fraction=0.1,
                                 seed=seed)
         split = s
-    return WorldSites(paths, wc, cov, sd, split, source)
+    return WorldSites(ow, sd, split, source)
 
 
 # ==================================================================================================
@@ -191,8 +205,13 @@ def run_world_baselines(world: str = "default", *, n_sites_mcmc: int = 1000, n_s
 
     t0 = time.perf_counter()
     ws = load_world_sites(world)
-    out = ws.paths.root / "products"
+    if ws.world.spec.kind != "builtin":
+        raise ValueError(f"world {world!r}: --baselines (site MCMC, batch DA) runs on built-in worlds for now; "
+                         "use `proda evaluate --folds K` on a catalog world")
+    out = ws.products
     base = out / "baselines"
+    forcing_path = ws.world.spec.forcing[0]
+    wosis_dir = ws.world.spec.profiles[0]
     train = np.unique(ws.split.train)
     rng = np.random.default_rng(seed)
     ids = ws.sites.observations.profile_id
@@ -204,7 +223,7 @@ def run_world_baselines(world: str = "default", *, n_sites_mcmc: int = 1000, n_s
 
     def config(mode: str, profiles: Path, run: str, chains: dict[str, Any]) -> AssimilateConfig:
         return AssimilateConfig.from_dict({
-            "mode": mode, "profiles_path": str(profiles), "forcing_path": str(ws.paths.forcing),
+            "mode": mode, "profiles_path": str(profiles), "forcing_path": str(forcing_path),
             "max_distance_km": 100.0, "weights": "rank", "interpolation": "pchip", "closure": "conservative",
             "batch_size": batch_size, "scheduler": scheduler, "n_workers": n_workers, "seed": seed,
             "out": str(base / run), "resume": resume, "exclude_negative_e": True, "progress": False,
@@ -215,7 +234,7 @@ def run_world_baselines(world: str = "default", *, n_sites_mcmc: int = 1000, n_s
         from proda_engine.inference.batch_da import run_batch_da
 
         rows = subsample(n_sites_batch or n_sites_mcmc)
-        prof = write_profile_subset(ws.paths.wosis_dir, base / "profiles_batch", ids[rows])
+        prof = write_profile_subset(wosis_dir, base / "profiles_batch", ids[rows])
         t = time.perf_counter()
         res = run_batch_da(config("batch", prof, "batch_da", {**DEMO_MCMC, **(batch_mcmc or mcmc or {})}))
         theta = np.asarray(res.theta, float)
@@ -231,7 +250,7 @@ def run_world_baselines(world: str = "default", *, n_sites_mcmc: int = 1000, n_s
                                                             "rhat_flagged_parameters", "efficiency")}}
     if two_step:
         rows = subsample(n_sites_mcmc)
-        prof = write_profile_subset(ws.paths.wosis_dir, base / "profiles_mcmc", ids[rows])
+        prof = write_profile_subset(wosis_dir, base / "profiles_mcmc", ids[rows])
         t = time.perf_counter()
         res = assimilate(config("site", prof, "site_mcmc", {**DEMO_MCMC, **(mcmc or {})}))
         t_mcmc = time.perf_counter() - t
@@ -438,7 +457,7 @@ def evaluate_world(world: str = "default", *, methods: Sequence[str] | None = No
     mask = obs.mask
     obs_kg = np.where(mask, obs.soc, np.nan) / 1000.0
     depth = obs.depth
-    products = ws.paths.root / "products"
+    products = ws.products
 
     thetas: dict[str, np.ndarray | None] = {}
     for key in (methods or METHODS):
@@ -447,9 +466,8 @@ def evaluate_world(world: str = "default", *, methods: Sequence[str] | None = No
         if key == "default_clm5":
             thetas[key] = None
         elif key == "twin_truth":
-            if ws.paths.truth.exists():
-                with xr.open_dataset(ws.paths.truth) as ds:
-                    thetas[key] = wc.theta_from_grid(ds["theta"].load())
+            if ws.world.truth is not None:
+                thetas[key] = wc.theta_from_grid(ws.world.truth)
         else:
             f = products / f"theta_{key}.nc"
             if f.exists():
@@ -481,7 +499,8 @@ def evaluate_world(world: str = "default", *, methods: Sequence[str] | None = No
             "depth_bins_m": [list(b) for b in DEPTH_BINS], "units": "kg C m-3 (rmse, mae); % (pbias)",
             "r2_definition": "squared Pearson correlation of pooled (modelled, observed) horizon pairs",
             "e_definition": "Nash-Sutcliffe 1 - SS_res / SS_tot about the observed mean, pooled"}
-    return EvaluationResult(world=world, split_source=ws.split_source, n_train_sites=int(np.unique(split.train).size),
+    return EvaluationResult(world=ws.world.name, split_source=ws.split_source,
+                            n_train_sites=int(np.unique(split.train).size),
                             n_test_sites=int(test.size), n_test_layers=int(mask.sum()),
                             n_test_cells=int(np.unique(cell).size), metrics=metrics, recovery=recovery,
                             pairs=pairs, info=info)

@@ -146,10 +146,9 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
                   ramp_years=years if ramp_years is None else ramp_years, thaw_per_kelvin=thaw_per_kelvin)
     extra, groups = {}, {}
     if ensemble:
-        from proda_engine.data.world import ensure_world
         from proda_engine.products.layers import load_member_thetas, members_path
 
-        root = ensure_world(world or api.world_name()).root
+        root = eng.world.root
         for src in list(sources):
             path = members_path(root, src)
             if path.exists():

@@ -71,7 +71,12 @@ OPTIONS: dict[str, tuple[str, ...]] = {
 }
 SOURCE_KEYS = ("kind", "format", "paths", "variables", "categorical", "licence", "attribution", "description",
                "optional", "built_by", "options")
-TOP_KEYS = ("version", "sources")
+TOP_KEYS = ("version", "sources", "worlds")
+#: keys of a ``worlds:`` entry -> the source kind each must name (None: free text)
+WORLD_KEYS: dict[str, str | None] = {"forcing": "forcing", "covariates": "covariates", "profiles": "profiles",
+                                     "truth": "parameters", "description": None}
+#: keys a world must give
+WORLD_REQUIRED = ("forcing", "covariates")
 KNOWN_BUILDERS = ("world",)
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 
@@ -130,6 +135,52 @@ class Source:
 
     def exists(self) -> bool:
         return not self.missing_paths()
+
+
+@dataclass(frozen=True)
+class WorldEntry:
+    """A named world of a catalog: which sources make it (``worlds:`` section).
+
+    ``forcing`` (kind forcing) and ``covariates`` (kind covariates) are required; ``profiles`` (kind
+    profiles) is needed to train and evaluate; ``truth`` (kind parameters) only for twin experiments.
+    """
+
+    name: str
+    forcing: str
+    covariates: str
+    profiles: str | None = None
+    truth: str | None = None
+    description: str = ""
+
+
+def parse_world(name: str, entry: Mapping[str, Any], sources: Mapping[str, Source], label: str) -> WorldEntry:
+    """Validate one ``worlds:`` entry against the catalog's sources (names and kinds)."""
+    if not isinstance(entry, Mapping):
+        raise CatalogError(f"{label}: world {name!r}: expected a mapping of keys, found {entry!r}")
+    unknown = [k for k in entry if k not in WORLD_KEYS]
+    if unknown:
+        raise CatalogError(f"{label}: world {name!r}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                           f"expected some of {', '.join(WORLD_KEYS)}")
+    for k in WORLD_REQUIRED:
+        if not entry.get(k):
+            raise CatalogError(f"{label}: world {name!r}: missing required key {k!r} (the name of a "
+                               f"'kind: {WORLD_KEYS[k]}' source)")
+    for k, kind in WORLD_KEYS.items():
+        if kind is None or entry.get(k) is None:
+            continue
+        ref = entry[k]
+        if not isinstance(ref, str) or ref not in sources:
+            raise CatalogError(f"{label}: world {name!r}: key {k!r}: expected the name of a source of this "
+                               f"catalog, found {ref!r}; sources: {', '.join(sources) or 'none'}")
+        if sources[ref].kind != kind:
+            raise CatalogError(f"{label}: world {name!r}: key {k!r}: source {ref!r} has kind "
+                               f"{sources[ref].kind!r}, expected kind {kind!r}")
+    desc = entry.get("description", "")
+    if not isinstance(desc, str):
+        raise CatalogError(f"{label}: world {name!r}: key 'description': expected text, found {desc!r}")
+    return WorldEntry(name=name, forcing=entry["forcing"], covariates=entry["covariates"],
+                      profiles=entry.get("profiles"), truth=entry.get("truth"),
+                      description=" ".join(desc.split()))
 
 
 def _as_str_list(v: Any, *, source: str, key: str) -> list[str]:
@@ -224,10 +275,13 @@ class Catalog:
     """
 
     def __init__(self, sources: Mapping[str, Source], *, path: Path | None = None,
-                 builders: Mapping[str, Builder] | None = None) -> None:
+                 builders: Mapping[str, Builder] | None = None,
+                 worlds: Mapping[str, WorldEntry] | None = None) -> None:
         self.sources = dict(sources)
         self.path = path
         self.builders = dict(builders or {})
+        #: named worlds (``worlds:`` section): name -> :class:`WorldEntry`
+        self.worlds = dict(worlds or {})
 
     def __contains__(self, name: object) -> bool:
         return name in self.sources
@@ -250,6 +304,14 @@ class Catalog:
         except KeyError:
             raise CatalogError(f"{self.path or 'catalog'}: unknown source {name!r}; "
                                f"available: {', '.join(self.sources) or 'none'}") from None
+
+    def world(self, name: str) -> WorldEntry:
+        """The ``worlds:`` entry ``name`` (error listing the catalog's worlds when absent)."""
+        try:
+            return self.worlds[name]
+        except KeyError:
+            raise CatalogError(f"{self.path or 'catalog'}: unknown world {name!r}; worlds of this catalog: "
+                               f"{', '.join(self.worlds) or 'none'}") from None
 
     def names(self, kind: str | None = None) -> list[str]:
         """Source names, optionally only of one kind."""
@@ -343,7 +405,11 @@ def parse_catalog(raw: Mapping[str, Any], *, base: Path, label: str = "catalog",
             if missing:
                 raise CatalogError(f"{label}: source {s.name!r}: missing file {missing[0]} "
                                    f"(mark the source 'optional: true' if it may be absent)")
-    return Catalog(sources, path=path, builders=builders)
+    raw_worlds = raw.get("worlds") or {}
+    if not isinstance(raw_worlds, Mapping):
+        raise CatalogError(f"{label}: key 'worlds': expected a mapping of named worlds, found {raw_worlds!r}")
+    worlds = {str(n): parse_world(str(n), e, sources, label) for n, e in raw_worlds.items()}
+    return Catalog(sources, path=path, builders=builders, worlds=worlds)
 
 
 def load_catalog(

@@ -77,6 +77,7 @@ REASONS: dict[str, str] = {
     "no_profile_record": "profile not in the profiles table",
     "invalid_coordinates": "missing/invalid coordinates",
     "fewer_than_two_layers": "fewer than two valid layers",
+    "no_valid_layer": "no valid layer",
     "cfvo_missing_assumed_zero": "coarse fragments missing, assumed 0",
     "bulk_density_from_bdfi33": "bulk density from bdfi33 (bdfiod missing)",
     "bulk_density_from_bdws33": "bulk density from bdws33 (bdfiod, bdfi33 missing)",
@@ -103,6 +104,8 @@ class SkipReport:
     n_profiles_read: int = 0
     n_layers_kept: int = 0
     n_profiles_kept: int = 0
+    n_single_layer_profiles: int = 0  # kept profiles with one valid layer (min_layers=1)
+    n_multi_layer_profiles: int = 0  # kept profiles with two or more
 
     def add_layers(self, reason: str, n: int, file: str) -> None:
         if n:
@@ -126,6 +129,8 @@ class SkipReport:
             "n_layers_kept": self.n_layers_kept,
             "n_profiles_read": self.n_profiles_read,
             "n_profiles_kept": self.n_profiles_kept,
+            "n_single_layer_profiles": self.n_single_layer_profiles,
+            "n_multi_layer_profiles": self.n_multi_layer_profiles,
             "layers_dropped": dict(sorted(self.layers.items())),
             "profiles_dropped": dict(sorted(self.profiles.items())),
             "notes": dict(sorted(self.notes.items())),
@@ -135,7 +140,8 @@ class SkipReport:
     def __str__(self) -> str:
         lines = [
             f"profiles: {self.n_profiles_kept} kept of {self.n_profiles_read} read; "
-            f"layers: {self.n_layers_kept} kept of {self.n_layers_read} read"
+            f"layers: {self.n_layers_kept} kept of {self.n_layers_read} read; kept profiles with one layer: "
+            f"{self.n_single_layer_profiles}, with two or more: {self.n_multi_layer_profiles}"
         ]
         for title, counter in (("layers dropped", self.layers), ("profiles dropped", self.profiles),
                                ("notes", self.notes)):
@@ -363,8 +369,12 @@ def _valid_coord(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
 
 
 def _finish(layers: pd.DataFrame, coords: pd.DataFrame, report: SkipReport, layout: str,
-            sources: list[str], coord_file: str, layer_file: str) -> ProfileSet:
+            sources: list[str], coord_file: str, layer_file: str, min_layers: int = 2) -> ProfileSet:
     """Profile-level checks and output assembly.
+
+    ``min_layers`` (1 or 2): profiles with fewer valid layers are dropped and counted
+    (``fewer_than_two_layers`` or ``no_valid_layer``); the kept profiles are counted as single- and
+    multi-layer in the report's notes.
 
     ``layers`` holds kept layers with profile_id, upper/lower depth (cm) and soc_density (g C m-3);
     ``coords`` one row per known profile with ``latitude``/``longitude`` (floats, NaN if invalid).
@@ -382,12 +392,16 @@ def _finish(layers: pd.DataFrame, coords: pd.DataFrame, report: SkipReport, layo
     report.add_layers("profile_invalid_coordinates", int(in_bad.sum()), layer_file)
     layers = layers.loc[~in_bad]
     counts = layers.groupby("profile_id").size()
-    good_ids = set(counts.index[counts >= 2])
+    good_ids = set(counts.index[counts >= min_layers])
     few_ids = (known - bad_ids) - good_ids
-    report.add_profiles("fewer_than_two_layers", len(few_ids), layer_file)
+    reason = "fewer_than_two_layers" if min_layers >= 2 else "no_valid_layer"
+    report.add_profiles(reason, len(few_ids), layer_file)
     few = ~layers["profile_id"].isin(good_ids)
-    report.add_layers("profile_fewer_than_two_layers", int(few.sum()), layer_file)
+    report.add_layers(f"profile_{reason}", int(few.sum()), layer_file)
     layers = layers.loc[~few]
+    kept_counts = counts[counts.index.isin(good_ids)]
+    report.n_single_layer_profiles = int((kept_counts == 1).sum())
+    report.n_multi_layer_profiles = int((kept_counts >= 2).sum())
 
     layers = layers.merge(coords, on="profile_id", how="left")
     # WoSIS longitudes are -180..180; wrap any 0..360 input to the same convention
@@ -485,7 +499,7 @@ def _drop_duplicates(df: pd.DataFrame, key: list[str], report: SkipReport, file:
     return df.loc[~dup]
 
 
-def _read_wosis2019(roles: dict[str, Path]) -> ProfileSet:
+def _read_wosis2019(roles: dict[str, Path], min_layers: int = 2) -> ProfileSet:
     for r in ("profiles", "chemical", "physical"):
         if r not in roles:
             raise ProfileError(f"WoSIS 2019: expected the profiles, layers_chemical and layers_physical tables; "
@@ -538,14 +552,15 @@ def _read_wosis2019(roles: dict[str, Path]) -> ProfileSet:
     kept = pd.DataFrame({"profile_id": m["profile_id"].to_numpy()[ok], "upper_depth_cm": up[ok],
                          "lower_depth_cm": lo[ok], "soc_density": soc[ok]})
     coords = _coords_table(prof)
-    return _finish(kept, coords, report, "wosis_2019", [pf.name, cf.name, phf.name], pf.name, cf.name)
+    return _finish(kept, coords, report, "wosis_2019", [pf.name, cf.name, phf.name], pf.name, cf.name,
+                   min_layers=min_layers)
 
 
 # ---------------------------------------------------------------------------------------------
 # WoSIS 2023
 
 
-def _read_wosis2023(roles: dict[str, Path]) -> ProfileSet:
+def _read_wosis2023(roles: dict[str, Path], min_layers: int = 2) -> ProfileSet:
     if "orgc" not in roles:
         raise ProfileError(f"WoSIS 2023: expected a wosis_202312_orgc.tsv table, found "
                            f"{', '.join(p.name for p in roles.values())}")
@@ -604,14 +619,14 @@ def _read_wosis2023(roles: dict[str, Path]) -> ProfileSet:
         coord_file = of.name
     report.n_profiles_read = len(set(orgc["profile_id"]) | set(coords["profile_id"]))
     sources = [p.name for p in roles.values()]
-    return _finish(kept, coords, report, "wosis_2023", sources, coord_file, of.name)
+    return _finish(kept, coords, report, "wosis_2023", sources, coord_file, of.name, min_layers=min_layers)
 
 
 # ---------------------------------------------------------------------------------------------
 # tidy CSV
 
 
-def _read_tidy(roles: dict[str, Path]) -> ProfileSet:
+def _read_tidy(roles: dict[str, Path], min_layers: int = 2) -> ProfileSet:
     report = SkipReport()
     frames = []
     for p in roles.values():
@@ -641,20 +656,24 @@ def _read_tidy(roles: dict[str, Path]) -> ProfileSet:
                          "lower_depth_cm": lo[ok], "soc_density": s[ok] * 1000.0})  # kg m-3 -> g m-3
     coords = _coords_table(df)
     names = sorted(set(file_of))
-    return _finish(kept, coords, report, "tidy_csv", names, ", ".join(names), ", ".join(names))
+    return _finish(kept, coords, report, "tidy_csv", names, ", ".join(names), ", ".join(names),
+                   min_layers=min_layers)
 
 
 _READERS = {"wosis_2019": _read_wosis2019, "wosis_2023": _read_wosis2023, "tidy_csv": _read_tidy}
 
 
-def read_profiles(path_or_paths: str | PathLike | Sequence[str | PathLike], *, layout: str | None = None
-                  ) -> ProfileSet:
+def read_profiles(path_or_paths: str | PathLike | Sequence[str | PathLike], *, layout: str | None = None,
+                  min_layers: int = 2) -> ProfileSet:
     """Read soil profiles from a folder or explicit files, detecting the layout from the headers.
 
     Args:
         path_or_paths: a folder (files inside are classified by header; unrelated files ignored)
             or explicit files (each must be recognised).
         layout: expected layout (``wosis_2019``, ``wosis_2023``, ``tidy_csv``); None accepts any.
+        min_layers: fewest valid layers a kept profile has: 2 for site-level MCMC (the default, as the
+            original method), 1 for end-to-end training and evaluation, which can use single-layer
+            profiles. The report's notes count the kept single- and multi-layer profiles.
 
     Returns:
         :class:`ProfileSet` with SOC density in g C m-3 at mid-depth (m) and a :class:`SkipReport`.
@@ -669,7 +688,9 @@ def read_profiles(path_or_paths: str | PathLike | Sequence[str | PathLike], *, l
             raise ProfileError(f"layout: expected one of {', '.join(LAYOUTS)}, found {layout!r}")
         raise ProfileError(f"{', '.join(p.name for p in roles.values())}: expected layout {layout}, "
                            f"found {found} (detected from the headers)")
-    return _READERS[found](roles)
+    if min_layers not in (1, 2):
+        raise ProfileError(f"min_layers: expected 1 or 2, found {min_layers!r}")
+    return _READERS[found](roles, min_layers=min_layers)
 
 
 def write_tidy_csv(profileset: ProfileSet, path: str | PathLike) -> Path:

@@ -287,13 +287,15 @@ class ObservationBatch:
         profile_col: str = "profile_id",
         depth_col: str = "depth_m",
         soc_col: str = "soc_density",
+        min_layers: int = 2,
     ) -> ObservationBatch:
         """Build a batch from the canonical observation table (one row per layer).
 
         Preprocessing (spec §(k)): layers with SOC = 0 or NaN SOC / depth are dropped; a profile is
-        skipped (reason recorded in ``skipped``) if all its SOC is 0 / missing or fewer than two
-        valid layers remain. Layer order within a profile is the table order (it decides the tie
-        order of :func:`rank_weights`, as MATLAB's stable sort did).
+        skipped (reason recorded in ``skipped``) if all its SOC is 0 / missing or fewer than
+        ``min_layers`` valid layers remain (2 for site MCMC; 1 for end-to-end training and evaluation).
+        Layer order within a profile is the table order (it decides the tie order of
+        :func:`rank_weights`, as MATLAB's stable sort did).
 
         Args:
             df: columns ``profile_id``, ``depth_m`` (m) and ``soc_density`` (g C m-3).
@@ -315,7 +317,7 @@ class ObservationBatch:
             good = rows[keep_layer[rows]]
             if good.size == 0:
                 skipped[p] = "no valid non-zero SOC layer"
-            elif good.size < 2:
+            elif good.size < min_layers:
                 skipped[p] = "fewer than two valid layers"
             else:
                 groups.append((p, good))
