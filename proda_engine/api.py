@@ -81,27 +81,37 @@ def read_forcing(paths: str | PathLike | Sequence[str | PathLike], **kw) -> xr.D
 
 def simulate(
     forcing: xr.Dataset | str | PathLike | Sequence[str | PathLike],
-    theta: xr.DataArray | np.ndarray | None = None,
+    theta: xr.DataArray | np.ndarray | str | PathLike | None = None,
     *,
     preset: str | None = None,
-    closure: str = "conservative",
-    grid: str = "clm5_20",
+    closure: str | None = None,
+    grid: str | None = None,
     include_pools: bool = False,
     device: str = "cpu",
     float32: bool = False,
 ) -> xr.Dataset:
     """Steady state for every valid cell of ``forcing`` (a normalised Dataset or CLM5-style files).
 
-    Parameters are unit-interval ``theta`` (dims ``parameter`` or spatial + ``parameter``), or a preset:
+    Parameters are unit-interval ``theta`` (dims ``parameter`` or spatial + ``parameter``; or a
+    parameter file, read by :func:`proda_engine.data.read_parameter_file`), or a preset:
     ``midpoint`` (theta = 0.5, the MCMC start) or ``default`` (CLM5 defaults, sand-dependent S1
-    fractions). Returns SOC by layer (g C m-3), stocks by depth interval (kg C m-2), turnover (yr),
-    the six bulk diagnostics, respiration, the mass-balance residual and a per-cell status.
+    fractions). ``closure``/``grid`` None: ``conservative``/``clm5_20``, and a ``theta`` whose
+    attributes record another ``closure``/``soil_grid`` is refused; given explicitly, they are used
+    (with a logged warning on a mismatch). Returns SOC by layer (g C m-3), stocks by depth interval
+    (kg C m-2), turnover (yr), the six bulk diagnostics, respiration, the mass-balance residual and
+    a per-cell status; attributes ``closure``, ``soil_grid`` and ``lat_lon_grid``.
     """
     import torch
 
+    from proda_engine.data.parameter_files import read_parameter_file, resolve_closure, resolve_soil_grid
     from proda_engine.grid import get_grid
     from proda_engine.products.maps import steady_state_dataset
 
+    if isinstance(theta, (str, PathLike)):
+        theta = read_parameter_file(theta)
+    recorded = theta.attrs if isinstance(theta, xr.DataArray) else None
+    closure = resolve_closure(recorded, closure)
+    grid = resolve_soil_grid(recorded, grid)
     ds = forcing if isinstance(forcing, xr.Dataset) else read_forcing(forcing, n_layers=get_grid(grid).n_layers)
     return steady_state_dataset(ds, theta, preset=preset, grid=get_grid(grid), closure=closure,
                                 include_pools=include_pools, device=device,
@@ -125,6 +135,7 @@ def world_engine(world: str | None = None) -> WhatIfEngine:
     Parameter sources: every trained product found for the world, the twin truth, and the prior
     midpoint. Shared by all sessions of a dashboard process (read-only; results are cached per request).
     """
+    from proda_engine.data.parameter_files import read_parameter_file, resolve_closure
     from proda_engine.data.world import ensure_world
     from proda_engine.products.world import load_world_cells
 
@@ -136,8 +147,9 @@ def world_engine(world: str | None = None) -> WhatIfEngine:
     for name in SOURCE_LABELS:
         f = paths.root / "products" / f"theta_{name}.nc"
         if f.exists():
-            with xr.open_dataset(f) as ds:
-                sources[name] = wc.theta_from_grid(ds["theta"].load())
+            th = read_parameter_file(f)
+            resolve_closure(th, None)  # the engine runs the default closure: refuse parameters fitted under another
+            sources[name] = wc.theta_from_grid(th)
     with xr.open_dataset(paths.truth) as ds:
         sources["twin_truth"] = wc.theta_from_grid(ds["theta"].load())
     sources["default_clm5"] = "default"

@@ -15,6 +15,9 @@ from pathlib import Path
 
 log = logging.getLogger("proda")
 
+_CLOSURE_HELP = ("transport closure (default conservative); a parameter file recording another closure is refused "
+                 "unless this is given (then it is used, with a warning)")
+
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -38,21 +41,17 @@ def _provenance(args: argparse.Namespace, inputs: list[Path]) -> dict[str, str]:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    import xarray as xr
-
     from proda_engine import api
     from proda_engine.data import write_netcdf_atomic
+    from proda_engine.data.parameter_files import read_parameter_file
 
     if (args.params is None) == (args.preset is None):
         raise SystemExit("proda simulate: give exactly one of --params PARAMS.nc or --preset default|midpoint")
     theta = None
     inputs = [Path(p) for p in args.forcing]
     if args.params is not None:
-        with xr.open_dataset(args.params) as pds:
-            if "theta" not in pds:
-                raise SystemExit(f"{args.params}: expected a variable 'theta' (unit-interval parameters with a "
-                                 f"'parameter' dimension), found {list(pds.data_vars)}")
-            theta = pds["theta"].load()
+        # names in any spelling, the forcing's longitudes in either convention; closure/grid checked by api.simulate
+        theta = read_parameter_file(args.params)
         inputs.append(Path(args.params))
     t0 = time.perf_counter()
     ds = api.simulate(args.forcing, theta, preset=args.preset, closure=args.closure, grid=args.grid,
@@ -151,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _load_params(path: Path | None, world, member_dim: str, preset: str | None):
     """Parameter source of `proda map` / `proda sensitivity`: a theta file, a preset, or the twin truth."""
-    import xarray as xr
+    from proda_engine.data.parameter_files import read_parameter_file
 
     if path is not None and preset is not None:
         raise SystemExit("give at most one of --params THETA.nc and --preset")
@@ -161,11 +160,8 @@ def _load_params(path: Path | None, world, member_dim: str, preset: str | None):
         if world.truth is None:
             raise SystemExit(f"world {world.name!r} has no twin truth; give --params THETA.nc")
         return world.truth, "twin truth (synthetic world's known parameters)"
-    ds = xr.open_dataset(path)
-    if "theta" not in ds:
-        raise SystemExit(f"{path}: expected a variable 'theta' (unit-interval parameters with a 'parameter' "
-                         f"dimension, optionally lat/lon and {member_dim!r}), found {list(ds.data_vars)}")
-    return ds["theta"], str(path)
+    # lazily: a large ensemble is read member by member; names/longitudes/closure checked by ParameterSet
+    return read_parameter_file(path, load=False), str(path)
 
 
 def cmd_map(args: argparse.Namespace) -> int:
@@ -184,7 +180,8 @@ def cmd_map(args: argparse.Namespace) -> int:
     if args.refine and args.refine > 1:
         from proda_engine.products.highres import highres_products, highres_totals, write_highres
 
-        ds = highres_products(world, params, factor=args.refine, tile=args.tile, member_dim=args.member_dim)
+        ds = highres_products(world, params, factor=args.refine, tile=args.tile, member_dim=args.member_dim,
+                              closure=args.closure)
         ds.attrs.update(_provenance(args, [args.params] if args.params else []))
         write_highres(ds, args.out, n_workers=args.workers)
         import xarray as xr
@@ -200,7 +197,7 @@ def cmd_map(args: argparse.Namespace) -> int:
 
     ps = ParameterSet(params, world, member_dim=args.member_dim, label=label)
     ds = gridded_products(world, ps, keep_members=args.keep_members, chunk_size=args.chunk_size,
-                          coarse_fragments=not args.no_coarse_fragments)
+                          coarse_fragments=not args.no_coarse_fragments, closure=args.closure)
     ds.attrs.update(_provenance(args, [args.params] if args.params else []))
     write_products(ds, args.out)
     tab = totals_table(ds)
@@ -225,7 +222,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     world = load_world(args.world)
     params, label = _load_params(args.params, world, args.member_dim, None)
     res = marginal_sensitivity(world, ParameterSet(params, world, member_dim=args.member_dim, label=label),
-                               chunk_size=args.chunk_size)
+                               chunk_size=args.chunk_size, closure=args.closure)
     files = res.write(args.out)
     s = res.summary()
     print(f"marginal sensitivity of {world.n_cells} cells, {int(res.curves.attrs['n_members'])} member(s), "
@@ -324,8 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", type=Path, help="netCDF with unit-interval 'theta' (parameter[, lat, lon | site])")
     s.add_argument("--preset", choices=["default", "midpoint"], help="default CLM5 or theta = 0.5")
     s.add_argument("--out", type=Path, required=True, help="output netCDF (written atomically)")
-    s.add_argument("--closure", choices=["conservative", "legacy"], default="conservative")
-    s.add_argument("--grid", choices=["clm5_20", "clm45_10"], default="clm5_20")
+    s.add_argument("--closure", choices=["conservative", "legacy"], default=None, help=_CLOSURE_HELP)
+    s.add_argument("--grid", choices=["clm5_20", "clm45_10"], default=None,
+                   help="soil grid (default clm5_20; a parameter file recording another is refused unless given)")
     s.add_argument("--pools", action="store_true", help="also write all 7 pools per layer")
     s.add_argument("--device", default="cpu", help="cpu or cuda")
     s.add_argument("--float32", action="store_true", help="single precision (opt-in; float64 is the default)")
@@ -374,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the world's twin truth")
     m.add_argument("--preset", choices=["default", "midpoint"], help="default CLM5 or theta = 0.5 instead")
     m.add_argument("--member-dim", default="member", help="name of the ensemble dimension of 'theta'")
+    m.add_argument("--closure", choices=["conservative", "legacy"], default=None, help=_CLOSURE_HELP)
     m.add_argument("--out", type=Path, required=True, help="output .nc (or .zarr with the zarr package)")
     m.add_argument("--keep-members", action="store_true", help="also write per-member maps")
     m.add_argument("--chunk-size", type=int, default=20000, help="cells per solve batch (bounds memory)")
@@ -387,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--world", default="default")
     se.add_argument("--params", type=Path, help="netCDF with 'theta'; default: the world's twin truth")
     se.add_argument("--member-dim", default="member")
+    se.add_argument("--closure", choices=["conservative", "legacy"], default=None, help=_CLOSURE_HELP)
     se.add_argument("--out", type=Path, required=True, help="output folder")
     se.add_argument("--chunk-size", type=int, default=20000)
     se.set_defaults(func=cmd_sensitivity)

@@ -11,18 +11,33 @@ Public entry points:
 * :func:`read_covariates` - netCDF / GeoTIFF covariate grids with a ``valid`` mask
 * :func:`sample_nearest_valid` - values at the nearest valid grid cell of each site
 * :func:`load_catalog` - ``data_catalog.yaml`` -> :class:`Catalog` (``Catalog.open(name)``)
+* :func:`read_parameter_file`, :func:`align_theta_to_grid`, :func:`write_parameter_file` - parameter files
 * :func:`write_netcdf_atomic`, :func:`write_text_atomic`, :class:`RunFolder` - atomic writers, run folders
 """
 
 from proda_engine.data.catalog import Catalog, Source, cache_dir, load_catalog
 from proda_engine.data.covariates import read_covariates
-from proda_engine.data.errors import CatalogError, CovariateError, DataError, ForcingError, ProfileError
+from proda_engine.data.errors import (
+    CatalogError,
+    CovariateError,
+    DataError,
+    ForcingError,
+    ParameterFileError,
+    ProfileError,
+)
 from proda_engine.data.forcing import (
     DEFAULT_NPP_SPLIT,
     ForcingSeries,
     read_forcing,
     read_forcing_series,
     validate_forcing,
+)
+from proda_engine.data.parameter_files import (
+    align_theta_to_grid,
+    parameter_file_attrs,
+    read_parameter_file,
+    resolve_closure,
+    write_parameter_file,
 )
 from proda_engine.data.profiles import ProfileSet, SkipReport, read_profiles, write_tidy_csv
 from proda_engine.data.sampling import normalise_latlon, sample_nearest_valid
@@ -36,21 +51,27 @@ __all__ = [
     "DataError",
     "ForcingError",
     "ForcingSeries",
+    "ParameterFileError",
     "ProfileError",
     "ProfileSet",
     "RunFolder",
     "SkipReport",
     "Source",
+    "align_theta_to_grid",
     "cache_dir",
     "load_catalog",
     "normalise_latlon",
+    "parameter_file_attrs",
     "read_covariates",
     "read_forcing",
     "read_forcing_series",
+    "read_parameter_file",
     "read_profiles",
+    "resolve_closure",
     "sample_nearest_valid",
     "validate_forcing",
     "write_netcdf_atomic",
+    "write_parameter_file",
     "write_text_atomic",
     "write_tidy_csv",
 ]

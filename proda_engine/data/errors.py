@@ -26,3 +26,7 @@ class CovariateError(DataError):
 
 class CatalogError(DataError):
     """The data catalog has unknown keys, missing files or an unknown source."""
+
+
+class ParameterFileError(DataError):
+    """A parameter file has unknown names, another grid, or a closure/soil grid that does not match."""

@@ -106,7 +106,7 @@ def world_npp_rel_sd(world: World) -> np.ndarray | None:
 def component_control(world: World, params: ParameterSet | np.ndarray | xr.DataArray, *,
                       experiments: Sequence[str] = EXPERIMENTS, theta_bar: np.ndarray | None = None,
                       npp_rel_sd: np.ndarray | None = None, seed: int = 0, member_dim: str = "member",
-                      grid: Grid | None = None, closure: str = "conservative", chunk_size: int = 20000,
+                      grid: Grid | None = None, closure: str | None = None, chunk_size: int = 20000,
                       coarse_fragments: bool = True, min_npp_factor: float = 0.0) -> xr.Dataset:
     """Gridded component control: global SOC totals (Pg C, coarse-fragment corrected) by depth interval
     for each experiment and member.
@@ -118,7 +118,8 @@ def component_control(world: World, params: ParameterSet | np.ndarray | xr.DataA
     ps = params if isinstance(params, ParameterSet) else ParameterSet(params, world, member_dim=member_dim)
     if ps.is_default:
         raise ValueError("component control needs unit-interval parameter sets (members), not the default preset")
-    grid = grid or get_grid()
+    closure = ps.resolve_closure(closure)  # None: the default, refusing parameters recorded with another
+    grid = ps.resolve_grid(grid)
     cf = world.coarse_fragments() if coarse_fragments else None
     area = world.cell_areas
     glob = np.ones((1, world.n_cells), bool)
@@ -162,7 +163,7 @@ def component_control(world: World, params: ParameterSet | np.ndarray | xr.DataA
         },
         coords={"experiment": list(experiments), "member": np.asarray(ps.members), "depth": list(INTERVALS),
                 "experiment_label": ("experiment", [EXPERIMENT_LABELS[x] for x in experiments])},
-        attrs={"world": world.name, "parameters": ps.label, "seed": seed,
+        attrs={"world": world.name, "parameters": ps.label, "seed": seed, "closure": closure, "soil_grid": grid.name,
                "theta_bar": "across-cell mean per member" if theta_bar is None else "given",
                "npp_factor": f"1 + s 2 sigma/mu, s = +-1 at random per cell, clipped at {min_npp_factor}",
                "npp_clipped_cells": str(clipped)},

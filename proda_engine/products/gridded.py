@@ -42,6 +42,15 @@ import numpy as np
 import torch
 import xarray as xr
 
+from proda_engine.data.parameter_files import (
+    SOURCE_ATTR,
+    align_theta_to_grid,
+    normalise_parameter_names,
+    parameter_file_attrs,
+    read_parameter_file,
+    resolve_closure,
+    resolve_soil_grid,
+)
 from proda_engine.grid import DEPTH_INTERVALS, Grid, get_grid
 from proda_engine.parameters import N_PARAMS, PARAMETER_INDEX, PARAMETER_NAMES, PARAMETERS, to_physical
 from proda_engine.physics import Forcing, default_params, params_from_theta
@@ -338,17 +347,25 @@ class ParameterSet:
     * ``"default"`` (default-CLM5 preset; no unit-interval form) or ``"midpoint"`` (theta = 0.5);
     * numpy ``(21,)`` (homogeneous, e.g. batch DA), ``(C, 21)`` or ``(M, C, 21)`` in cell order;
     * ``xr.DataArray`` with dims ``parameter`` plus optionally ``lat, lon`` (the world grid) and a
-      member dimension (``member_dim``), e.g. trained network ensembles or bootstrap members.
+      member dimension (``member_dim``), e.g. trained network ensembles or bootstrap members;
+    * a parameter file path (:func:`~proda_engine.data.parameter_files.read_parameter_file`).
+
+    Parameter names (``w-scaling``, ...) and longitudes (0..360 or -180..180) are matched through
+    :mod:`proda_engine.data.parameter_files`; the DataArray's attributes (``closure``,
+    ``soil_grid``) are kept in :attr:`attrs` and checked by :meth:`resolve_closure`.
 
     Members are materialised one at a time (:meth:`member`), so a 200-member global ensemble stored
     lazily in a netCDF file never sits in memory at once.
     """
 
-    def __init__(self, source: str | np.ndarray | xr.DataArray, world: World, *, member_dim: str = "member",
-                 label: str | None = None) -> None:
+    def __init__(self, source: str | PathLike | np.ndarray | xr.DataArray, world: World, *,
+                 member_dim: str = "member", label: str | None = None) -> None:
         self.world = world
         self.member_dim = member_dim
+        if isinstance(source, PathLike):
+            source = read_parameter_file(source, load=False)
         self.source = source
+        self.attrs: dict = dict(source.attrs) if isinstance(source, xr.DataArray) else {}
         C = world.n_cells
         if isinstance(source, str):
             if source not in PRESETS:
@@ -369,16 +386,16 @@ class ParameterSet:
             self.label = label or "theta"
             self.members = np.arange(self.n_members)
         elif isinstance(source, xr.DataArray):
-            if "parameter" not in source.dims or source.sizes["parameter"] != N_PARAMS:
-                raise ValueError(f"theta: expected a 'parameter' dimension of 21, found dims {dict(source.sizes)}")
+            src = str(source.attrs.get(SOURCE_ATTR, "theta"))
+            source = normalise_parameter_names(source, file=src)
+            source = source.rename({k: v for k, v in (("latitude", "lat"), ("longitude", "lon"))
+                                    if k in source.dims and v not in source.dims})
             extra = set(source.dims) - {"parameter", "lat", "lon", member_dim}
             if extra:
-                raise ValueError(f"theta: unexpected dimension(s) {sorted(extra)}; expected parameter, lat, lon "
-                                 f"and optionally {member_dim!r}")
-            if ("lat" in source.dims) != ("lon" in source.dims):
-                raise ValueError("theta: expected both 'lat' and 'lon' or neither")
-            if "parameter" in source.coords:
-                source = source.sel(parameter=list(PARAMETER_NAMES))
+                raise ValueError(f"{src}: variable 'theta': unexpected dimension(s) {sorted(extra)}; expected "
+                                 f"parameter, lat, lon and optionally {member_dim!r}")
+            # the world's grid in either longitude convention, cell for cell (lazy reorder)
+            source = align_theta_to_grid(source, world.cells.lat, world.cells.lon, file=src, target="the world grid")
             self.source = source
             self.n_members = int(source.sizes.get(member_dim, 1))
             self.label = label or str(source.attrs.get("long_name", source.name or "theta"))
@@ -390,6 +407,18 @@ class ParameterSet:
     @property
     def is_default(self) -> bool:
         return isinstance(self.source, str) and self.source == "default"
+
+    def resolve_closure(self, closure: str | None = None) -> str:
+        """The transport closure to run these parameters with: ``closure`` when given (a warning if
+        the parameters record another), else the default, refusing parameters recorded with another
+        closure (:func:`~proda_engine.data.parameter_files.resolve_closure`)."""
+        return resolve_closure(self.attrs, closure, source=self.attrs.get(SOURCE_ATTR, self.label))
+
+    def resolve_grid(self, grid: Grid | None = None) -> Grid:
+        """The soil grid to run these parameters with (as :meth:`resolve_closure`, for ``soil_grid``)."""
+        name = resolve_soil_grid(self.attrs, None if grid is None else grid.name,
+                                 source=self.attrs.get(SOURCE_ATTR, self.label))
+        return grid if grid is not None else get_grid(name)
 
     def member(self, m: int) -> np.ndarray | None:
         """Theta of member ``m`` at the valid cells, (C, 21); None for the default-CLM5 preset."""
@@ -543,7 +572,7 @@ def member_summary(res: Mapping[str, np.ndarray], area_m2: np.ndarray, masks: np
 def gridded_products(world: World, params: ParameterSet | str | np.ndarray | xr.DataArray, *,
                      member_dim: str = "member", regions: Mapping[str, Region] | None = None,
                      keep_members: bool = False, chunk_size: int = 20000, grid: Grid | None = None,
-                     closure: str = "conservative", coarse_fragments: bool = True,
+                     closure: str | None = None, coarse_fragments: bool = True,
                      progress: Callable[[int, int], None] | None = None) -> xr.Dataset:
     """Forward-run every member on every valid cell; return CF-annotated maps and totals.
 
@@ -554,6 +583,9 @@ def gridded_products(world: World, params: ParameterSet | str | np.ndarray | xr.
         regions: name -> :class:`Region` for the totals (default :func:`default_regions`).
         keep_members: also write per-member maps (``<name>_member``, float32) of the 2-D products.
         chunk_size: cells per solve batch; bounds memory (about 40 kB per cell in float64).
+        grid, closure: soil grid and transport closure; None: the default (``clm5_20``,
+            ``conservative``), refusing parameters recorded with another (:meth:`ParameterSet.resolve_closure`);
+            given explicitly, they are used (with a warning if the parameters record another).
         coarse_fragments: apply the spec's coarse-fragment correction where the covariate exists.
 
     Returns:
@@ -566,7 +598,8 @@ def gridded_products(world: World, params: ParameterSet | str | np.ndarray | xr.
         region) Pg C yr-1, ``turnover_mean``/``turnover_median`` (member, region) yr, ``n_cells``.
     """
     ps = params if isinstance(params, ParameterSet) else ParameterSet(params, world, member_dim=member_dim)
-    grid = grid or get_grid()
+    closure = ps.resolve_closure(closure)
+    grid = ps.resolve_grid(grid)
     regions = dict(regions) if regions is not None else default_regions(world)
     masks = cell_masks(world, regions)
     area = world.cell_areas
@@ -667,7 +700,7 @@ def gridded_products(world: World, params: ParameterSet | str | np.ndarray | xr.
         "parameters": ps.label,
         "n_members": M,
         "grid": grid.name,
-        "closure": closure,
+        **parameter_file_attrs(closure, grid.name, lat=world.cells.lat, lon=world.cells.lon),
         "coarse_fragment_correction": ("increments x (1 - CF/100): 0-30 cm CF at 0 cm; 30-100 cm CF at 30 cm; "
                                        "100-200 cm and 200 cm-bottom CF at 100 cm (" + ", ".join(CF_VARIABLES)
                                        + "); cells without the covariate uncorrected") if cf is not None else "none",

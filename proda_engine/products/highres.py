@@ -42,7 +42,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from proda_engine.grid import Grid, get_grid
+from proda_engine.data.parameter_files import parameter_file_attrs
+from proda_engine.grid import Grid
 from proda_engine.physics import Forcing
 from proda_engine.products.gridded import (
     DIAGNOSTICS,
@@ -144,7 +145,7 @@ def _tile_products(arrays: dict[str, np.ndarray], rows: np.ndarray, cols: np.nda
 
 def highres_products(world: World, params: ParameterSet | np.ndarray | xr.DataArray | str, *, factor: int = 10,
                      tile: int = 16, subgrid: SubGrid | None = SubGrid(), member: int = 0,
-                     grid: Grid | None = None, closure: str = "conservative", coarse_fragments: bool = True,
+                     grid: Grid | None = None, closure: str | None = None, coarse_fragments: bool = True,
                      member_dim: str = "member") -> xr.Dataset:
     """Lazy (dask-backed) products of one parameter set on the grid refined ``factor`` times.
 
@@ -155,6 +156,8 @@ def highres_products(world: World, params: ParameterSet | np.ndarray | xr.DataAr
         tile: coarse cells per tile side; a task solves up to (tile x factor)^2 fine cells
             (16 x 10 -> 25,600 cells, a few hundred MB in float64).
         subgrid: synthetic sub-grid variability, or None for pure nearest-neighbour refinement.
+        grid, closure: None: the defaults, refusing parameters recorded with another closure or
+            soil grid; given explicitly: used (a warning if the parameters record another).
 
     Returns:
         Dataset on the fine (lat, lon) grid with the bands of :data:`BANDS` as float32 dask arrays
@@ -165,7 +168,8 @@ def highres_products(world: World, params: ParameterSet | np.ndarray | xr.DataAr
     import dask.array as da
 
     ps = params if isinstance(params, ParameterSet) else ParameterSet(params, world, member_dim=member_dim)
-    grid = grid or get_grid()
+    closure = ps.resolve_closure(closure)
+    grid = ps.resolve_grid(grid)
     theta = ps.member(member)
     f = world.cells.forcing
     ny, nx = world.shape
@@ -214,6 +218,7 @@ def highres_products(world: World, params: ParameterSet | np.ndarray | xr.DataAr
             f"{subgrid.input_sigma}), TSOI - {subgrid.lapse_k_per_km} K/km x N(0, {subgrid.elevation_sd_m} m), "
             f"seed {subgrid.seed}"),
         "tile_cells": f"{tile * factor} x {tile * factor}",
+        **parameter_file_attrs(closure, grid.name, lat=lat, lon=lon),
     })
     return ds
 

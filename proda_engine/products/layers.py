@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from proda_engine.data.parameter_files import align_theta_to_grid, read_parameter_file, resolve_closure
 from proda_engine.grid import DEPTH_INTERVALS
 from proda_engine.parameters import PARAMETER_INDEX, PARAMETER_NAMES, PARAMETERS, to_physical
 from proda_engine.products.regions import Region, total_pg
@@ -104,14 +105,16 @@ def members_path(root: Path, source: str) -> Path:
 
 
 def load_member_thetas(path: Path, engine: WhatIfEngine) -> list[np.ndarray]:
-    """(C, 21) unit-interval theta per member from a (member, parameter, lat, lon) netCDF."""
-    with xr.open_dataset(path) as ds:
-        theta = ds["theta"].load()
+    """(C, 21) unit-interval theta per member from a (member, parameter, lat, lon) netCDF.
+
+    Read through :func:`~proda_engine.data.parameter_files.read_parameter_file` (names, longitudes);
+    members recorded with a closure other than the engine's are refused.
+    """
+    theta = read_parameter_file(path)
+    resolve_closure(theta, None, default=engine.closure)
     if MEMBER_DIM not in theta.dims:
         raise ValueError(f"{path}: 'theta' has no {MEMBER_DIM!r} dimension (dims {theta.dims})")
-    theta = theta.sel(parameter=list(PARAMETER_NAMES)) if "parameter" in theta.coords else theta
-    if theta.sizes["lat"] != engine.lat.size or theta.sizes["lon"] != engine.lon.size:
-        raise ValueError(f"{path}: grid {theta.sizes['lat']}x{theta.sizes['lon']} does not match the world")
+    theta = align_theta_to_grid(theta, engine.lat, engine.lon, target="the world grid")
     out = []
     for m in range(theta.sizes[MEMBER_DIM]):
         flat = np.asarray(theta.isel({MEMBER_DIM: m}).transpose("lat", "lon", "parameter").values,

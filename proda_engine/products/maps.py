@@ -13,6 +13,12 @@ import numpy as np
 import torch
 import xarray as xr
 
+from proda_engine.data.parameter_files import (
+    SOURCE_ATTR,
+    align_theta_to_grid,
+    normalise_parameter_names,
+    parameter_file_attrs,
+)
 from proda_engine.grid import DEPTH_INTERVALS, Grid, get_grid
 from proda_engine.parameters import N_PARAMS, PARAMETER_NAMES, PARAMETERS
 from proda_engine.physics import Forcing, Status, default_params, params_from_theta, steady_state
@@ -41,7 +47,10 @@ def theta_for_cells(theta: xr.DataArray | np.ndarray | None, forcing_ds: xr.Data
     """Unit-interval theta (C, 21) for the valid cells, from a DataArray aligned with the forcing.
 
     ``theta`` may have dims ``(parameter,)`` (one set for all cells) or the forcing's spatial dims
-    plus ``parameter``. Returns None for the ``default`` preset (physical values, no theta form).
+    plus ``parameter``; names and longitudes are matched by
+    :func:`~proda_engine.data.parameter_files.normalise_parameter_names` and
+    :func:`~proda_engine.data.parameter_files.align_theta_to_grid` (0..360 or -180..180).
+    Returns None for the ``default`` preset (physical values, no theta form).
     """
     if theta is None:
         if preset == "default":
@@ -56,28 +65,22 @@ def theta_for_cells(theta: xr.DataArray | np.ndarray | None, forcing_ds: xr.Data
         if arr.shape == (len(cells), N_PARAMS):
             return arr
         raise ValueError(f"theta: expected shape (21,) or ({len(cells)}, 21), found {arr.shape}")
-    if "parameter" not in theta.dims:
-        raise ValueError(f"theta: expected a 'parameter' dimension, found dims {theta.dims}")
-    if theta.sizes["parameter"] != N_PARAMS:
-        raise ValueError(f"theta: expected 21 parameters, found {theta.sizes['parameter']}")
-    if "parameter" in theta.coords:
-        names = [str(v) for v in theta["parameter"].values]
-        if names != list(PARAMETER_NAMES):
-            theta = theta.sel(parameter=list(PARAMETER_NAMES))
+    src = str(theta.attrs.get(SOURCE_ATTR, "theta"))
+    theta = normalise_parameter_names(theta, file=src)
     if theta.dims == ("parameter",):
         return np.broadcast_to(theta.values, (len(cells), N_PARAMS)).astype(float)
     spatial = list(forcing_ds["nbedrock"].dims)
+    if {"lat", "lon"} <= set(spatial):
+        # the forcing's own grid in either longitude convention, cell for cell (read_forcing wraps to -180..180)
+        theta = align_theta_to_grid(theta, forcing_ds["lat"].values, forcing_ds["lon"].values, file=src,
+                                    target="the forcing grid")
     missing = [d for d in spatial if d not in theta.dims]
     if missing:
-        raise ValueError(f"theta: expected dims {[*spatial, 'parameter']}, found {theta.dims}")
+        raise ValueError(f"{src}: variable 'theta': expected dims {[*spatial, 'parameter']}, found {theta.dims}")
     for d in spatial:
         if theta.sizes[d] != forcing_ds.sizes[d]:
-            raise ValueError(f"theta: dimension {d!r} has {theta.sizes[d]} entries, the forcing grid "
-                             f"{forcing_ds.sizes[d]}")
-        if d in theta.coords and d in forcing_ds.coords:
-            a, b = np.asarray(theta[d].values), np.asarray(forcing_ds[d].values)
-            if a.shape != b.shape or not np.allclose(a, b):
-                raise ValueError(f"theta: coordinate {d!r} does not match the forcing grid")
+            raise ValueError(f"{src}: dimension {d!r}: expected {forcing_ds.sizes[d]} entries (the forcing grid), "
+                             f"found {theta.sizes[d]}")
     flat = np.asarray(theta.transpose(*spatial, "parameter").values, dtype=float).reshape(-1, N_PARAMS)
     out = flat[cells]
     bad = ~np.isfinite(out).all(1)
@@ -165,10 +168,12 @@ def steady_state_dataset(
         dz=("layer", grid.dz, {"units": "m", "long_name": "layer thickness"}),
     )
     counts = {Status(int(k)).name: int(v) for k, v in zip(*np.unique(res.status.cpu().numpy(), return_counts=True))}
+    latlon = {"lat": forcing_ds["lat"].values, "lon": forcing_ds["lon"].values} if (
+        "lat" in forcing_ds.coords and "lon" in forcing_ds.coords) else {}
     out.attrs.update({
         "title": "PRODA / CLM5 matrix model steady state",
         "grid": grid.name,
-        "closure": closure,
+        **parameter_file_attrs(closure, grid.name, **latlon),
         "parameters": "default CLM5 preset" if th is None else ("midpoint theta=0.5" if theta is None else "theta"),
         "status_counts": str(counts),
         "Conventions": "CF-1.8",

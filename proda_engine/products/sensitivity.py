@@ -41,7 +41,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from proda_engine.grid import Grid, get_grid
+from proda_engine.data.parameter_files import parameter_file_attrs
+from proda_engine.grid import Grid
 from proda_engine.products.gridded import (
     CellSolver,
     ParameterSet,
@@ -171,7 +172,7 @@ def _member_curves(world: World, theta: np.ndarray, groups: Sequence[str], level
 
 def marginal_sensitivity(world: World, params: ParameterSet | np.ndarray | xr.DataArray, *,
                          groups: Sequence[str] = MECHANISMS, levels: Sequence[float] | np.ndarray = LEVELS,
-                         member_dim: str = "member", grid: Grid | None = None, closure: str = "conservative",
+                         member_dim: str = "member", grid: Grid | None = None, closure: str | None = None,
                          chunk_size: int = 20000, coarse_fragments: bool = True,
                          cell_mask: np.ndarray | None = None) -> SensitivityResult:
     """The spec §(j) marginal sensitivity for every ensemble member (see the module docstring).
@@ -181,6 +182,8 @@ def marginal_sensitivity(world: World, params: ParameterSet | np.ndarray | xr.Da
         params: unit-interval parameter sets (anything :class:`ParameterSet` accepts except the
             default-CLM5 preset, which has no unit-interval form).
         groups: mechanism groups to perturb; levels: relative perturbations (must include 0).
+        grid, closure: None: the defaults, refusing parameters recorded with another closure or
+            soil grid; given explicitly: used (a warning if the parameters record another).
         cell_mask: optional (C,) bool restricting the aggregation to a region's cells.
     """
     ps = params if isinstance(params, ParameterSet) else ParameterSet(params, world, member_dim=member_dim)
@@ -194,7 +197,8 @@ def marginal_sensitivity(world: World, params: ParameterSet | np.ndarray | xr.Da
     unknown = set(groups) - set(MECHANISMS)
     if unknown:
         raise ValueError(f"unknown group(s) {sorted(unknown)}; expected some of {list(MECHANISMS)}")
-    grid = grid or get_grid()
+    closure = ps.resolve_closure(closure)
+    grid = ps.resolve_grid(grid)
     cf = world.coarse_fragments() if coarse_fragments else None
     area = world.cell_areas
     sel = np.ones(world.n_cells, bool) if cell_mask is None else np.asarray(cell_mask, bool)
@@ -247,6 +251,7 @@ def marginal_sensitivity(world: World, params: ParameterSet | np.ndarray | xr.Da
                 "level": ("level", levels, {"units": "1", "long_name": "relative perturbation q"}),
                 "metric": ("group", [METRIC_LABEL[g] for g in groups])},
         attrs={"world": world.name, "parameters": ps.label, "n_members": M,
+               **parameter_file_attrs(closure, grid.name, lat=world.cells.lat, lon=world.cells.lon),
                "method": "theta_i <- theta_i (1+q) in unit space (clamped); NPP scales inputs; "
                          "ln(S/S0) = a + b ln(1+R)",
                "seconds": round(time.perf_counter() - t0, 2), "solves_per_member": G * (Q - 1) + 1},

@@ -19,7 +19,8 @@ import torch
 import xarray as xr
 
 from proda_engine.data import read_forcing
-from proda_engine.parameters import N_PARAMS, PARAMETER_NAMES
+from proda_engine.data.parameter_files import align_theta_to_grid, normalise_parameter_names
+from proda_engine.parameters import N_PARAMS
 from proda_engine.physics import Forcing
 
 _FIELDS = ("tsoi", "w_scalar", "o_scalar", "fpi", "altmax", "altmax_lastyear", "nbedrock", "inputs", "sand", "npp")
@@ -36,14 +37,16 @@ class WorldCells:
     lon: np.ndarray
 
     def theta_from_grid(self, theta: xr.DataArray) -> np.ndarray:
-        """(C, 21) unit-interval parameters of the cells from a (parameter, lat, lon) DataArray."""
-        if theta.sizes.get("parameter") != N_PARAMS:
-            raise ValueError(f"theta: expected 21 parameters, found dims {dict(theta.sizes)}")
-        if "parameter" in theta.coords:
-            theta = theta.sel(parameter=list(PARAMETER_NAMES))
-        if theta.sizes["lat"] != self.lat.size or theta.sizes["lon"] != self.lon.size:
-            raise ValueError(f"theta: grid {theta.sizes['lat']}x{theta.sizes['lon']} does not match the world "
-                             f"{self.lat.size}x{self.lon.size}")
+        """(C, 21) unit-interval parameters of the cells from a (parameter, lat, lon) DataArray.
+
+        Names (``w-scaling``, ...) and longitudes (0..360 or -180..180) are matched by
+        :func:`~proda_engine.data.parameter_files.align_theta_to_grid`; another grid is an error.
+        """
+        theta = normalise_parameter_names(theta)
+        if "lat" not in theta.dims and "latitude" not in theta.dims:
+            raise ValueError(f"{theta.attrs.get('source_file', 'theta')}: variable 'theta': expected dims "
+                             f"(parameter, lat, lon), found {list(theta.dims)}")
+        theta = align_theta_to_grid(theta, self.lat, self.lon, target="the world grid")
         flat = np.asarray(theta.transpose("lat", "lon", "parameter").values, dtype=float).reshape(-1, N_PARAMS)
         out = flat[self.cells]
         if not np.isfinite(out).all():
