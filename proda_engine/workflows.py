@@ -24,6 +24,7 @@ import xarray as xr
 from scipy.spatial import cKDTree
 
 from proda_engine.data import read_profiles, write_netcdf_atomic, write_text_atomic
+from proda_engine.data.parameter_files import parameter_file_attrs
 from proda_engine.data.world import WorldPaths, ensure_world, make_twin_profiles
 from proda_engine.inference.likelihood import ObservationBatch
 from proda_engine.learning.config import TrainConfig
@@ -323,8 +324,9 @@ def train_world(world: str = "default", *, method: str = "end-to-end", config: T
     model = members[0]
     source = SOURCE_FOR_METHOD[method]
     prod = ow.spec.products
-    attrs = {**ow.spec.provenance(), "source": source, "method": method, "closure": "conservative",
-             "soil_grid": "clm5_20", "covariates": json.dumps(covariates)}
+    attrs = parameter_file_attrs("conservative", "clm5_20", lat=ow.cells.lat, lon=ow.cells.lon,
+                                 **ow.spec.provenance(), source=source, method=method,
+                                 covariates=json.dumps(covariates))
     if ensemble:
         thetas = [theta_map(m, ow) for m in members]
         stack = xr.concat(thetas, dim="member").assign_coords(member=np.arange(len(members)))

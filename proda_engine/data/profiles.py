@@ -140,8 +140,9 @@ class SkipReport:
     def __str__(self) -> str:
         lines = [
             f"profiles: {self.n_profiles_kept} kept of {self.n_profiles_read} read; "
-            f"layers: {self.n_layers_kept} kept of {self.n_layers_read} read; kept profiles with one layer: "
-            f"{self.n_single_layer_profiles}, with two or more: {self.n_multi_layer_profiles}"
+            f"layers: {self.n_layers_kept} kept of {self.n_layers_read} read",
+            f"kept profiles with one layer: {self.n_single_layer_profiles}, with two or more: "
+            f"{self.n_multi_layer_profiles}",
         ]
         for title, counter in (("layers dropped", self.layers), ("profiles dropped", self.profiles),
                                ("notes", self.notes)):

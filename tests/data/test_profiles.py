@@ -176,3 +176,23 @@ def test_per_row_problems_never_crash(tmp_path: Path) -> None:
     assert ps.layers["soc_density"].tolist() == [5000.0, 5000.0]
     assert dict(ps.report.notes) == {"multi_value_averaged": 1}
     assert np.isfinite(ps.layers["depth_m"]).all()
+
+
+def test_single_layer_profiles_kept_when_asked(tmp_path):
+    """min_layers=1 keeps one-layer profiles (end-to-end training, evaluation) and counts both kinds;
+    the default (2, site MCMC) drops them with a counted reason."""
+    import pandas as pd
+
+    rows = [["a", 10.0, 20.0, 0, 10, 5.0], ["a", 10.0, 20.0, 10, 30, 3.0], ["b", 11.0, 21.0, 0, 20, 4.0],
+            ["c", 12.0, 22.0, 0, 15, 0.0]]
+    f = tmp_path / "tidy.csv"
+    pd.DataFrame(rows, columns=["profile_id", "latitude", "longitude", "upper_depth_cm", "lower_depth_cm",
+                                "soc_density_kg_m3"]).to_csv(f, index=False)
+    two = read_profiles(f)
+    assert list(two.profiles["profile_id"]) == ["a"]
+    assert dict(two.report.profiles) == {"fewer_than_two_layers": 2}
+    one = read_profiles(f, min_layers=1)
+    assert list(one.profiles["profile_id"]) == ["a", "b"]
+    assert (one.report.n_single_layer_profiles, one.report.n_multi_layer_profiles) == (1, 1)
+    assert dict(one.report.profiles) == {"no_valid_layer": 1}  # c: its only layer has SOC = 0
+    assert one.report.to_dict()["n_single_layer_profiles"] == 1
