@@ -6,6 +6,9 @@ luck, so :func:`cross_validate_world` repeats the comparison over ``k`` spatiall
 training sites). In every fold, on the same held-out sites and layers:
 
 * **default CLM5**: the model with CLM5's default parameters (no training);
+* **batch DA**: one spatially homogeneous theta fitted by MCMC to all of the fold's training sites
+  jointly (:func:`~proda_engine.inference.batch_da.batch_da_theta`; demo-size chains, as
+  ``proda evaluate --baselines``);
 * **PRODA end to end**: the network trained through the differentiable model on the fold's training
   sites (early stopping on validation blocks carved from them), then the model run at the test sites;
 * **ML baseline**: a random forest (or gradient boosting) on the same covariates plus layer depth,
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 #: Methods of the cross-validation, in table order: key -> label.
 CV_METHODS: dict[str, str] = {
     "default_clm5": "default CLM5",
+    "batch_da": "batch DA (one theta for all training sites)",
     "proda_e2e": "PRODA end to end",
     "ml_baseline": "ML baseline (random forest: covariates + depth -> log SOC)",
 }
@@ -193,6 +197,15 @@ def cross_validate_world(world: str | OpenWorld | None = None, *, catalog: str |
             t = time.perf_counter()
             if m == "default_clm5":
                 pred = soc_at_sites(f_test, local, obs_t, theta=None)[mask] / 1000.0
+            elif m == "batch_da":
+                from proda_engine.evaluation import DEMO_MCMC
+                from proda_engine.inference.batch_da import batch_da_theta
+
+                fit = np.concatenate([fold.train, fold.val])
+                theta0, rep = batch_da_theta(sd.forcing.subset(fit), sd.observations.subset(fit),
+                                             {**DEMO_MCMC, "seed": seed + fold.k, "progress": False})
+                frow["batch_da"] = {**rep, "theta": theta0.tolist()}
+                pred = soc_at_sites(f_test, local, obs_t, theta=np.tile(theta0, (test.size, 1)))[mask] / 1000.0
             elif m == "proda_e2e":
                 split = Split(train=fold.train, val=fold.val, test=test, buffer=fold.buffer)
                 model = train_end_to_end(sd.table, sd.forcing, sd.observations,

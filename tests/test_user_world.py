@@ -153,6 +153,8 @@ def test_map_and_what_if_on_the_user_world(user_world, trained, tmp_path):
                  "--out", str(out)]) == 0
     with xr.open_dataset(out) as ds:
         assert ds.sizes["lat"] == 10 and ds.sizes["lon"] == 10
+        assert ds.attrs["world_kind"] == "catalog" and ds.attrs["data_kind"].startswith("measured profiles")
+        assert ds.attrs["closure"] == "conservative"  # recorded by the trained parameter file, carried on
     api.use_catalog(user_world["catalog"])
     assert "proda_e2e" in api.parameter_sources(WORLD)
     base = api.what_if(None, world=WORLD, source="proda_e2e", depth="whole")
@@ -185,7 +187,11 @@ def test_evaluate_cross_validates_with_the_ml_baseline(user_world, tmp_path, cap
                "--block-size", "1", "--buffer-km", "20", "--epochs", "2", "--out", str(out)])
     assert rc == 0
     rep = json.loads((out / "crossval.json").read_text())
-    assert set(rep["summary"]) == {"default_clm5", "proda_e2e", "ml_baseline"}
+    assert set(rep["summary"]) == {"default_clm5", "batch_da", "proda_e2e", "ml_baseline"}
+    for fold in rep["folds"]:  # batch DA: one unit-interval theta per fold, fitted to its training sites only
+        theta = np.asarray(fold["batch_da"]["theta"])
+        assert theta.shape == (21,) and ((theta > 0) & (theta < 1)).all()
+        assert fold["batch_da"]["n_sites"] <= fold["n_train"] + fold["n_val"]
     assert rep["world"]["world_kind"] == "catalog"
     # every usable site is held out exactly once over the folds, layers included
     pred = pd.read_csv(out / "crossval_predictions.csv")

@@ -35,8 +35,8 @@ import xarray as xr
 from proda_engine.data.writers import write_netcdf_atomic, write_text_atomic
 from proda_engine.grid import get_grid
 from proda_engine.inference.config import AssimilateConfig
-from proda_engine.inference.likelihood import efficiency, rmse
-from proda_engine.inference.mcmc import MCMCResult, run_mcmc
+from proda_engine.inference.likelihood import ObservationBatch, efficiency, rmse
+from proda_engine.inference.mcmc import MCMCConfig, MCMCResult, run_mcmc
 from proda_engine.inference.pipeline import (
     REPORT_FILE,
     SiteData,
@@ -66,15 +66,28 @@ class JointCost:
     """
 
     def __init__(self, config: AssimilateConfig, sites: SiteData) -> None:
-        self.n_sites = sites.n_sites
-        chunk = max(1, int(config.batch_chunk_sites))
         forcing, _ = Forcing.from_dataset(sites.forcing, only_valid=False)
-        grid = get_grid(config.grid)
+        self._setup(forcing, sites.obs, get_grid(config.grid), config.weights, config.interpolation,
+                    config.closure, config.backend, config.batch_chunk_sites)
+
+    @classmethod
+    def from_forcing(cls, forcing: Forcing, obs: ObservationBatch, *, grid: str = "clm5_20", weights: str = "rank",
+                     interpolation: str = "pchip", closure: str = "conservative", backend: str = "auto",
+                     chunk_sites: int = 256) -> JointCost:
+        """The joint cost of sites already in memory (``forcing`` cells aligned with ``obs`` profiles)."""
+        self = cls.__new__(cls)
+        self._setup(forcing, obs, get_grid(grid), weights, interpolation, closure, backend, chunk_sites)
+        return self
+
+    def _setup(self, forcing: Forcing, obs: ObservationBatch, grid, weights, interpolation, closure, backend,
+               chunk_sites) -> None:
+        self.n_sites = obs.n_profiles
+        chunk = max(1, int(chunk_sites))
         self.chunks: list[tuple[np.ndarray, SiteCostFn]] = []
         for start in range(0, self.n_sites, chunk):
             idx = np.arange(start, min(start + chunk, self.n_sites))
-            fn = make_site_cost_fn(forcing.subset(idx), sites.obs.subset(idx), grid, config.weights,
-                                   method=config.interpolation, closure=config.closure, backend=config.backend)
+            fn = make_site_cost_fn(forcing.subset(idx), obs.subset(idx), grid, weights,
+                                   method=interpolation, closure=closure, backend=backend)
             self.chunks.append((idx, fn))
         self.n_evals = 0
 
@@ -128,6 +141,28 @@ def _draws(res: MCMCResult, n: int) -> np.ndarray:
         return np.empty((0, N_PARAMS))
     pick = np.unique(np.linspace(0, s.shape[0] - 1, min(n, s.shape[0])).round().astype(int))
     return s[pick]
+
+
+def batch_da_theta(forcing: Forcing, obs: ObservationBatch, mcmc: MCMCConfig | dict[str, Any], *,
+                   closure: str = "conservative", weights: str = "rank") -> tuple[np.ndarray, dict[str, Any]]:
+    """One homogeneous theta fitted to sites in memory (the batch-DA baseline without files).
+
+    Sites whose cost is not finite at theta = 0.5 are excluded first (counted), as in :func:`run_batch_da`.
+    Returns the posterior mean theta (21,) and a small report (sites, exclusions, status, acceptance).
+    """
+    mc = mcmc if isinstance(mcmc, MCMCConfig) else MCMCConfig.from_dict(dict(mcmc))
+    with single_threaded():
+        joint = JointCost.from_forcing(forcing, obs, closure=closure, weights=weights)
+        c0, _ = joint.site_costs(np.full((1, N_PARAMS), 0.5))
+        keep = np.flatnonzero(np.isfinite(c0[0]))
+        if keep.size == 0:
+            raise ValueError("batch DA: no site has a finite cost at theta = 0.5")
+        if keep.size < obs.n_profiles:
+            joint = JointCost.from_forcing(forcing.subset(keep), obs.subset(keep), closure=closure, weights=weights)
+        res = run_mcmc(joint, 1, mc, site_ids=[0])
+    report = {"n_sites": int(keep.size), EXCLUDED_THETA0: int(obs.n_profiles - keep.size),
+              "status": int(res.status[0]), "reason": str(res.reason[0])}
+    return np.asarray(res.mean[0], float), report
 
 
 def run_batch_da(config: AssimilateConfig | dict[str, Any]) -> BatchDAResult:
