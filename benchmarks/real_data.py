@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--buffer-km", type=float, default=0.0)
     ap.add_argument("--epochs", type=int, default=None, help="end-to-end max epochs per fold (default: project's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--methods", default=None, help="comma-separated subset of default_clm5,batch_da,proda_e2e,"
+                    "ml_baseline (default all)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="TrainConfig override for PRODA end to end, e.g. --set bias_weight=2 (YAML value)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "real_data.json")
     args = ap.parse_args(argv)
     if not args.profiles.exists():
@@ -75,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     cat = write_catalog(cache_dir() / "catalogs", args.profiles.resolve())
     register_catalog(cat)
-    cfg = default_train_config(**({"max_epochs": args.epochs} if args.epochs else {}))
+    import yaml
+
+    sets = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    cfg = default_train_config(**({"max_epochs": args.epochs} if args.epochs else {}), **sets)
     res = cross_validate_world("febr_brazil", n_folds=args.folds, block_size=args.block_size,
                                buffer_km=args.buffer_km, seed=args.seed, train_config=cfg,
+                               methods=args.methods.split(",") if args.methods else None,
                                progress=lambda m: print(" ", m, flush=True))
     print(res.markdown())
     out = res.to_dict()

@@ -36,6 +36,7 @@ import pandas as pd
 from proda_engine.data import write_text_atomic
 from proda_engine.evaluation import soc_at_sites
 from proda_engine.learning.config import TrainConfig
+from proda_engine.learning.ensembles import train_ensemble
 from proda_engine.learning.splits import Split, spatial_kfold
 from proda_engine.learning.training import train_end_to_end
 from proda_engine.products.world import OpenWorld, open_world
@@ -104,6 +105,12 @@ class CrossValResult:
             lines.append(f"| {r['method']} | {f(r['R2_mean'])} ± {f(r['R2_sd'])} | {f(r['pearson_r2_mean'])} | "
                          f"{f(r['RMSE_mean'], '.2f')} | {f(r['PBIAS_mean'], '+.1f')} ± {f(r['PBIAS_sd'], '.1f')} | "
                          f"{f(r['R2_pooled'])} | {f(r['R2_log_pooled'])} | {int(r['n_layers'])} |")
+        iv = self.info.get("interval")
+        if iv:
+            lines += ["", f"PRODA end to end, {iv['members']}-member bootstrap ensemble: "
+                      f"{100 * iv['coverage']:.1f} % of {iv['n']} held-out layers inside the {100 * iv['level']:.0f} % "
+                      "predictive interval (members' spread + observation error from validation residuals, log "
+                      "space); per fold " + ", ".join(f"{100 * c:.0f} %" for c in iv["per_fold"]) + "."]
         bins = list(next(iter(self.depth_bins.values())).index)
         lines += ["", "By depth (pooled out-of-fold): R² / PBIAS % (layers)", "",
                   "| method | " + " | ".join(bins) + " |", "|---|" + "---|" * len(bins)]
@@ -143,6 +150,39 @@ def layer_rows(table: pd.DataFrame, obs, sites: np.ndarray) -> tuple[pd.DataFram
     counts = o.mask.sum(1)
     rows = table.iloc[np.repeat(sites, counts)].reset_index(drop=True)
     return rows, o.depth[o.mask], o.soc[o.mask]
+
+
+#: Two-sided central interval of the ensemble's predictive distribution whose coverage is reported.
+INTERVAL = 0.90
+
+
+def _interval_coverage(models, thetas, sd, fold, obs_t, f_test, local, obs_kg, mask) -> dict[str, float]:
+    """Share of held-out layers inside the ensemble's 90 % predictive interval (log space).
+
+    Predictive distribution of ln SOC at a layer: mean and variance of the members' ln predictions plus
+    an observation-error variance s², the mean squared log residual of the members' mean prediction on
+    the fold's *validation* sites (never the test sites): ``ln o ~ N(mean ln p_m, var ln p_m + s²)``.
+    """
+    from scipy.stats import norm
+
+    val = fold.val
+    obs_v = sd.observations.subset(val)
+    vmask = obs_v.mask
+    f_val = sd.forcing.subset(val)
+    v_tab = sd.table.iloc[val].reset_index(drop=True)
+    lv = np.array([np.log(soc_at_sites(f_val, np.arange(val.size), obs_v, theta=m.predict_theta(v_tab))[vmask])
+                   for m in models])
+    resid = np.log(obs_v.soc[vmask]) - lv.mean(0)
+    s2 = float(np.nanmean(resid**2))
+    lt = np.array([np.log(soc_at_sites(f_test, local, obs_t, theta=th)[mask] / 1000.0) for th in thetas])
+    mu, var = lt.mean(0), lt.var(0, ddof=1) + s2
+    z = norm.ppf(0.5 + INTERVAL / 2)
+    lo, hi = np.exp(mu - z * np.sqrt(var)), np.exp(mu + z * np.sqrt(var))
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    inside = (obs_kg >= lo) & (obs_kg <= hi)
+    return {"coverage": float(inside[ok].mean()), "n": int(ok.sum()), "obs_error_sd_log": float(np.sqrt(s2)),
+            "ensemble_sd_log_median": float(np.median(np.sqrt(lt.var(0, ddof=1)))), "level": INTERVAL,
+            "members": len(models)}
 
 
 def cross_validate_world(world: str | OpenWorld | None = None, *, catalog: str | Path | None = None,
@@ -208,12 +248,23 @@ def cross_validate_world(world: str | OpenWorld | None = None, *, catalog: str |
                 pred = soc_at_sites(f_test, local, obs_t, theta=np.tile(theta0, (test.size, 1)))[mask] / 1000.0
             elif m == "proda_e2e":
                 split = Split(train=fold.train, val=fold.val, test=test, buffer=fold.buffer)
-                model = train_end_to_end(sd.table, sd.forcing, sd.observations,
-                                         config=cfg.replace(seed=seed + fold.k), lat=sd.lat, lon=sd.lon,
-                                         split=split, covariates=cols, categorical=list(ow.categorical))
-                theta = model.predict_theta(sd.table.iloc[test].reset_index(drop=True))
+                kw = {"lat": sd.lat, "lon": sd.lon, "split": split, "covariates": cols,
+                      "categorical": list(ow.categorical)}
+                fcfg = cfg.replace(seed=seed + fold.k)
+                if fcfg.n_members > 1:
+                    models = train_ensemble(sd.table, forcing_sites=sd.forcing, observations=sd.observations,
+                                            config=fcfg, **kw).members
+                else:
+                    models = [train_end_to_end(sd.table, sd.forcing, sd.observations, config=fcfg, **kw)]
+                t_tab = sd.table.iloc[test].reset_index(drop=True)
+                thetas = [mod.predict_theta(t_tab) for mod in models]
+                # the product's rule: the map is the members' mean theta (workflows.train_world)
+                theta = np.clip(np.mean(thetas, axis=0), 0.0, 1.0)
                 pred = soc_at_sites(f_test, local, obs_t, theta=theta)[mask] / 1000.0
-                frow["e2e_best_epoch"] = model.metadata.get("best_epoch")
+                frow["e2e_best_epoch"] = [mod.metadata.get("best_epoch") for mod in models]
+                if len(models) > 1:
+                    frow["interval"] = _interval_coverage(models, thetas, sd, fold, obs_t, f_test, local, obs_kg,
+                                                          mask)
             else:  # ML baseline on the training and validation sites' layers
                 fit_sites = np.concatenate([fold.train, fold.val])
                 x_fit, d_fit, soc_fit = layer_rows(sd.table[cols], sd.observations, fit_sites)
@@ -236,7 +287,15 @@ def cross_validate_world(world: str | OpenWorld | None = None, *, catalog: str |
         p = allp[allp["method"] == m]
         pooled[m] = skill_metrics(p["observed_kg_m3"], p["predicted_kg_m3"])
         bins[m] = depth_bin_table(p["observed_kg_m3"], p["predicted_kg_m3"], p["depth_m"])
-    info = {"n_folds": n_folds, "block_size_deg": block_size, "buffer_km": buffer_km, "seed": seed,
+    cover = [fr["interval"] for fr in fold_rows if "interval" in fr]
+    if cover:
+        n_c = sum(c["n"] for c in cover)
+        interval = {"level": INTERVAL, "coverage": sum(c["coverage"] * c["n"] for c in cover) / n_c, "n": n_c,
+                    "members": cover[0]["members"], "per_fold": [c["coverage"] for c in cover]}
+    else:
+        interval = None
+    info = {"interval": interval, "n_folds": n_folds, "block_size_deg": block_size, "buffer_km": buffer_km,
+            "seed": seed,
             "n_sites": int(n), "n_layers": int(sd.observations.mask.sum()),
             "buffer_dropped_total": int(sum(fr["n_buffer_dropped"] for fr in fold_rows)),
             "sites": {k: v for k, v in sd.report.items() if k != "reader"}, "reader": sd.report["reader"],

@@ -617,8 +617,13 @@ def forcing_finite(forcing: Forcing) -> np.ndarray:
 
 def end_to_end_batch(net: ParameterNet, x: torch.Tensor, forcing: Forcing, depth: torch.Tensor, obs: torch.Tensor,
                      weights: torch.Tensor, mask: torch.Tensor, grid: Grid, *, loss: str = "cost",
-                     rel_error: float = 0.6, closure: str = "conservative") -> tuple[torch.Tensor, int, int]:
+                     rel_error: float = 0.6, closure: str = "conservative",
+                     bias_weight: float = 0.0) -> tuple[torch.Tensor, int, int]:
     """One differentiable pass for a minibatch: NN -> theta -> steady state -> PCHIP -> loss.
+
+    ``bias_weight`` λ > 0 adds ``λ (ln Σ m / Σ o)²`` over the solved sites' observed layers (the
+    minibatch's relative total bias in log form), so the fit honours the observed total, not only
+    the median ratio.
 
     Args:
         x: (B, F) encoded covariates; forcing: the B sites' forcing (float64);
@@ -640,7 +645,14 @@ def end_to_end_batch(net: ParameterNet, x: torch.Tensor, forcing: Forcing, depth
     usable.append(ok)
     n_ok = int(ok.sum())
     total = torch.where(ok, per_site, torch.zeros_like(per_site)).sum()
-    return total / max(n_ok, 1), n_ok, int((res.status != Status.OK).sum())
+    mean_loss = total / max(n_ok, 1)
+    if bias_weight > 0 and n_ok > 0:
+        lay = ok[:, None] & mask & torch.isfinite(pred)
+        zero = torch.zeros_like(obs)
+        w = torch.where(lay, weights, zero)
+        ratio = (w * torch.where(lay, pred, zero)).sum() / (w * torch.where(lay, obs, zero)).sum()
+        mean_loss = mean_loss + bias_weight * torch.log(ratio.clamp_min(1e-12)) ** 2
+    return mean_loss, n_ok, int((res.status != Status.OK).sum())
 
 
 def train_end_to_end(features: Mapping[str, Any], forcing_sites: Forcing, observations: ObservationBatch, *,
@@ -688,7 +700,8 @@ def train_end_to_end(features: Mapping[str, Any], forcing_sites: Forcing, observ
     def batch_loss(rows: np.ndarray) -> tuple[torch.Tensor, int, int]:
         r = torch.as_tensor(rows, device=device)
         return end_to_end_batch(net, prep.x[r], forcing.subset(rows), depth[r], obs[r], w[r], mask[r], grid,
-                                loss=config.loss or "cost", rel_error=config.rel_error, closure=closure)
+                                loss=config.loss or "cost", rel_error=config.rel_error, closure=closure,
+                                bias_weight=config.bias_weight)
 
     t0 = time.perf_counter()
     history, summary = fit_loop(net, batch_loss, prep.split.train, prep.split.val, config, desc="end-to-end")
