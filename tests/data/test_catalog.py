@@ -201,3 +201,33 @@ def test_data_modules_never_import_physics() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 mods = [node.module]
             assert not any(m.startswith("proda_engine.physics") for m in mods), f"{name}.py imports {mods}"
+
+
+@pytest.mark.parametrize(("world", "message"), [
+    ({"covariates": "cov"}, r"world 'w': missing required key 'forcing'"),
+    ({"forcing": "nope", "covariates": "cov"}, r"world 'w': key 'forcing': expected the name of a source .*'nope'"),
+    ({"forcing": "cov", "covariates": "cov"}, r"key 'forcing': source 'cov' has kind 'covariates', expected kind"),
+    ({"forcing": "f", "covariates": "cov", "colour": 1}, r"world 'w': unknown key\(s\) 'colour'"),
+])
+def test_world_entries_are_validated(tmp_path: Path, world: dict, message: str) -> None:
+    """A world names sources of this catalog by kind; anything else is an error naming world and key."""
+    (tmp_path / "f.nc").write_bytes(b"")
+    (tmp_path / "c.nc").write_bytes(b"")
+    raw = {"version": 1, "sources": {"f": {"kind": "forcing", "paths": ["f.nc"]},
+                                     "cov": {"kind": "covariates", "paths": ["c.nc"]}},
+           "worlds": {"w": world}}
+    with pytest.raises(CatalogError, match=message):
+        parse_catalog(raw, base=tmp_path)
+
+
+def test_world_entry_parsed(tmp_path: Path) -> None:
+    (tmp_path / "f.nc").write_bytes(b"")
+    (tmp_path / "c.nc").write_bytes(b"")
+    raw = {"version": 1, "sources": {"f": {"kind": "forcing", "paths": ["f.nc"]},
+                                     "cov": {"kind": "covariates", "paths": ["c.nc"]}},
+           "worlds": {"w": {"forcing": "f", "covariates": "cov", "description": "  two   words "}}}
+    cat = parse_catalog(raw, base=tmp_path)
+    w = cat.world("w")
+    assert (w.forcing, w.covariates, w.profiles, w.truth, w.description) == ("f", "cov", None, None, "two words")
+    with pytest.raises(CatalogError, match=r"unknown world 'x'; worlds of this catalog: w"):
+        cat.world("x")
