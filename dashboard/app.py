@@ -13,14 +13,18 @@ Everything per session (state, store, views) is built by :func:`build_app`; what
 from __future__ import annotations
 
 import gc
+import ipaddress
 import logging
 import os
+import urllib.parse
 
 import panel as pn
 import param
 from panel.io.state import set_curdoc
+from panel.theme import THEMES
 
 from dashboard import store as store_mod
+from dashboard.safe import escape, ignored_notice, url_query
 from dashboard.state import BOX_PREFIX, URL_PARAMS, DashboardState, box_label
 from dashboard.store import ResultStore
 from dashboard.views.controls import Controls
@@ -50,8 +54,8 @@ CSS = """
 def _exception_handler(exc: BaseException) -> None:
     """Last line of defence for any callback: log and tell the user, keep the session alive."""
     log.warning("dashboard callback failed: %s", exc, exc_info=exc)
-    if pn.state.notifications is not None:
-        pn.state.notifications.error(f"Something went wrong: {exc}", duration=8000)
+    if pn.state.notifications is not None:  # notifications render HTML: the text goes through escape()
+        pn.state.notifications.error(escape(f"Something went wrong: {exc}"), duration=8000)
 
 
 pn.extension(notifications=True, raw_css=[CSS], exception_handler=_exception_handler, sizing_mode="stretch_width")
@@ -101,6 +105,13 @@ class DashboardTemplate(pn.template.FastListTemplate):
     #: Panes whose model is re-rendered on every slider step (the cards); see :meth:`_settle`.
     live_panes = param.List(default=[], doc="Panes updated on every step, settled when the page is built.")
 
+    @staticmethod
+    def _get_theme_from_query_args() -> str | None:
+        """``?theme=`` only when it names a theme: Panel's template looks any value up in ``THEMES``,
+        and an unknown one (``?theme=<script>``) failed the whole page with a ``KeyError``."""
+        theme = pn.template.FastListTemplate._get_theme_from_query_args()
+        return theme if theme in THEMES else None
+
     def _init_doc(self, doc=None, comm=None, title=None, notebook=False, location=True):
         target = doc if doc is not None else pn.state.curdoc
         if target is None:
@@ -133,10 +144,12 @@ class DashboardApp(param.Parameterized):
         self.world = world
         served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
         self.state = DashboardState(world=world)
-        if sync_url and served and pn.state.location is not None:
+        notice = ""
+        if sync_url and served:
             # before the store exists, so a shared URL is applied without solving the defaults first
-            pn.state.location.sync(self.state, URL_PARAMS)
+            notice = self._apply_url()
         self._check_region()
+        self._startup_message = notice or self._startup_message
         if self.state.region.startswith(BOX_PREFIX):  # a box from a shared URL: offer it in the list
             self.state.add_region_choice(self.state.region, box_label(self.state.region))
         self.store = ResultStore(self.state, world=world, background=served)
@@ -147,18 +160,68 @@ class DashboardApp(param.Parameterized):
         self.sensitivity = SensitivityView(self.store)
         self.scatter = ScatterView(self.store)
         self.scenario = ScenarioView(self.state, world=world, polygons=self.store.polygons, background=served)
+        # the alert is a Markdown pane (it renders HTML): _on_message gives it escaped text only
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["proda-alert"])
         self.store.param.watch(self._on_message, "message")
         self.template = self._template()
 
+    # -- the URL ---------------------------------------------------------------------------
+    def _apply_url(self) -> str:
+        """Read a shared link once, apply the values that pass :meth:`DashboardState.validate_query`,
+        and from then on write the state into the URL. Returns the notice for ignored keys ("" if none).
+
+        Not Panel's ``location.sync``: it parses the query with ``parse_query`` (``"?A=²"`` raised and
+        failed the page with a 500, ``"[...]"`` became a Python object), applies everything or nothing in
+        one ``param.update``, and ``region``/``variable`` accept any value (``check_on_set=False``), so an
+        unknown region went straight into the store and, through the error message, into the page as HTML.
+        """
+        request = pn.state.curdoc.session_context.request
+        parts = urllib.parse.urlsplit(getattr(request, "uri", None) or "")
+        raw = url_query(parts.query)
+        values, ignored = self.state.validate_query(raw)
+        theme = raw.get("theme", "").strip("'\"")
+        self._url_theme = theme if theme in THEMES else None
+        if "theme" in raw and self._url_theme is None:
+            ignored.append("theme")
+        self.state.param.update(**values)
+        if request is not None:
+            # Panel builds the session's Location from the request's URI when it is first used and parses
+            # the query itself: it only ever sees the checked values (the proxy keeps this attribute)
+            request.uri = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(self._url_query())))
+        loc = pn.state.location
+        if loc is not None:
+            # when the page connects, the browser reports its own (raw) search; Panel's watcher would parse
+            # it for ``location.sync`` (unused here) and raise on values like "²": this session does not need it
+            for watcher in loc.param.watchers.get("search", {}).get("value", []):
+                if getattr(watcher.fn, "__name__", "") == "_update_synced":
+                    loc.param.unwatch(watcher)
+        self.state.param.watch(self._write_url, list(URL_PARAMS))
+        pn.state.onload(self._write_url)  # after that report: the URL shows the state's values again
+        return ignored_notice(ignored) if ignored else ""
+
+    def _url_query(self) -> dict[str, str]:
+        query = self.state.url_query()
+        if self._url_theme:
+            query["theme"] = self._url_theme
+        return query
+
+    def _write_url(self, *events: param.parameterized.Event) -> None:
+        """The state's values (only those) become the URL's query: a link shares what is on screen."""
+        loc = pn.state.location
+        if loc is None:
+            return
+        search = "?" + urllib.parse.urlencode(self._url_query())
+        if loc.search != search:
+            loc.search = search
+
     def _check_region(self) -> None:
-        """A region from a URL that this session cannot resolve (malformed box, someone else's
-        polygon) falls back to the globe with a message instead of an empty page."""
+        """A region this session cannot resolve (a box whose cells are all off the grid, ...) falls
+        back to the globe with a message instead of an empty page."""
         try:
             store_mod.resolve_region(self.state.region, self.world)
         except ValueError as exc:
             self.state.region = "globe"
-            self._startup_message = f"region from the URL ignored: {exc}"
+            self._startup_message = f"region ignored: {exc}"
         else:
             self._startup_message = ""
 
@@ -166,10 +229,25 @@ class DashboardApp(param.Parameterized):
         self.store.want_comparison = event.new == 1
 
     def _on_message(self, event: param.parameterized.Event) -> None:
-        self.alert.object = event.new
-        self.alert.visible = bool(event.new)
-        if event.new and pn.state.notifications is not None:
-            pn.state.notifications.error(event.new, duration=6000)
+        """The store's message (plain text, may carry file, region or variable names from outside)
+        into the alert and a notification: both render HTML, so only :func:`escape`'s output goes in."""
+        text = escape(event.new)
+        self.alert.object = text
+        self.alert.visible = bool(text)
+        if text:
+            self._notify(text)
+
+    @staticmethod
+    def _notify(text: str) -> None:
+        """An error notification with escaped ``text``; one raised while the session is being built
+        (e.g. the link's notice) waits for the page to load, or the browser never sees it."""
+        if pn.state.notifications is None:
+            return
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None and not pn.state.loaded:
+            pn.state.onload(lambda: pn.state.notifications.error(text, duration=8000))
+        else:
+            pn.state.notifications.error(text, duration=6000)
 
     def _template(self) -> pn.template.FastListTemplate:
         if self._startup_message:
@@ -188,7 +266,7 @@ class DashboardApp(param.Parameterized):
         scenario_row = pn.panel(lambda: scenario_panel, defer_load=True, sizing_mode="stretch_width")
         charts = pn.panel(lambda: charts_row, defer_load=True, sizing_mode="stretch_width")
         footer = pn.pane.Markdown(
-            f"World **{world}** · perturbations are relative changes of each mechanism group; the engine "
+            f"World **{escape(world)}** · perturbations are relative changes of each mechanism group; the engine "
             "re-solves every land cell's steady state (`proda_engine.api.what_if`). Tap the map for a "
             "profile; use the box-select tool to total a box.",
             styles={"font-size": "0.85em", "color": "#57606a"},
@@ -214,19 +292,118 @@ def create_app(world: str | None = None) -> pn.template.FastListTemplate:
     return build_app(world).template
 
 
+#: Content-Security-Policy of every response of :func:`serve` (see docs/dashboard.md, "Serving beyond
+#: this machine"). Measured in Chromium against the served app:
+#:
+#: * ``script-src`` needs ``'unsafe-inline'`` (Bokeh's document bootstrap and Panel's template are inline
+#:   scripts whose text changes per session, so no hash or nonce fits, plus inline event handlers) and
+#:   ``'unsafe-eval'`` (BokehJS builds functions with ``new Function``): without either the page stays
+#:   blank. ``blob:`` is Panel's ES-module shim (module code it creates itself). No other host may serve
+#:   script, so an injected ``<script src=...>`` from elsewhere would not load.
+#: * ``style-src`` needs ``'unsafe-inline'`` (thousands of inline styles); the template's font and icon
+#:   style sheets come from Google Fonts and jsDelivr (style and font only, never script).
+#: * everything else stays on this origin: images, fetches and the websocket (``connect-src 'self'``),
+#:   no plugins, no ``<base>`` rewrites, no form posts elsewhere, no framing (clickjacking).
+#:
+#: So the policy does not replace escaping (:mod:`dashboard.safe`): it limits what injected markup
+#: could load or send elsewhere.
+CONTENT_SECURITY_POLICY = "; ".join((
+    "default-src 'self'",
+    "script-src 'self' 'unsafe-inline' 'unsafe-eval' blob:",
+    "style-src 'self' 'unsafe-inline' https://fonts.googleapis.com https://cdn.jsdelivr.net",
+    "font-src 'self' data: https://fonts.gstatic.com https://cdn.jsdelivr.net",
+    "img-src 'self' data: blob:",
+    "connect-src 'self'",
+    "worker-src 'self' blob:",
+    "object-src 'none'",
+    "base-uri 'self'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+))
+
+#: Headers added to every HTTP response of :func:`serve`.
+SECURITY_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def security_headers_transform():
+    """A Tornado output transform (class) that adds :data:`SECURITY_HEADERS` to every response."""
+    from tornado.web import OutputTransform
+
+    class SecurityHeaders(OutputTransform):
+        def transform_first_chunk(self, status_code, headers, chunk, finishing):
+            for name, value in SECURITY_HEADERS.items():
+                headers.setdefault(name, value)
+            return status_code, headers, chunk
+
+    return SecurityHeaders
+
+
+def is_loopback(address: str) -> bool:
+    """Whether binding to ``address`` keeps the server on this machine (``localhost``, 127.x, ::1)."""
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost
+        return False
+
+
+def websocket_origins(address: str, port: int, allowed: list[str] | None = None) -> list[str]:
+    """The ``host[:port]`` values a page's ``Origin`` may have to open this server's websocket.
+
+    Loopback: ``localhost:port`` and ``127.0.0.1:port`` (plus ``allowed``). A specific other address
+    or host name: ``address:port`` unless ``allowed`` says otherwise. A wildcard bind (``0.0.0.0``,
+    ``::``) cannot be guessed from (the browser reaches it by a name we do not know, often through a
+    proxy): ``allowed`` is required. ``*`` (any site may drive a session) is refused.
+    """
+    allowed = [a.strip() for a in (allowed or []) if a and a.strip()]
+    if "*" in allowed:
+        raise ValueError("allow_websocket_origin '*' would let any web site open sessions; name the hosts")
+    if is_loopback(address):
+        return list(dict.fromkeys([f"localhost:{port}", f"127.0.0.1:{port}", *allowed]))
+    if allowed:
+        return allowed
+    host = address.strip()
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        raise ValueError(f"serving on all interfaces ({host or 'all'}) needs the host name(s) browsers use, e.g. "
+                         "allow_websocket_origin=['soil.example.org'] (proda serve --allow-websocket-origin)")
+    return [f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"]
+
+
+def server_options(address: str = "127.0.0.1", port: int = 5006,
+                   allow_websocket_origin: list[str] | None = None) -> dict:
+    """Keyword arguments of ``pn.serve`` for a safe server: bind address and port, the websocket
+    origins (:func:`websocket_origins`) and the security headers (:data:`SECURITY_HEADERS`)."""
+    return dict(address=address, port=port, websocket_origin=websocket_origins(address, port, allow_websocket_origin),
+                transforms=[security_headers_transform()])
+
+
 def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, world: str | None = None,
-          **kwargs) -> None:
-    """Warm the engine, then serve the dashboard (blocking). Binds to 127.0.0.1 unless told otherwise."""
+          allow_websocket_origin: list[str] | None = None, **kwargs) -> None:
+    """Warm the engine, then serve the dashboard (blocking). Binds to 127.0.0.1 unless told otherwise.
+
+    On any other address the websocket origins are explicit (:func:`websocket_origins`; a wildcard
+    bind needs ``allow_websocket_origin``), and every response carries :data:`SECURITY_HEADERS`.
+    """
+    legacy = kwargs.pop("websocket_origin", None)  # pn.serve's name for the same list
+    options = server_options(address, port, allow_websocket_origin or legacy)
     if world is not None:
         os.environ["PRODA_WORLD"] = world  # api.world_name() and the footer follow the served world
     warm(world)
-    origins = kwargs.pop("websocket_origin", [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"])
+    if not is_loopback(address):
+        log.warning("serving beyond this machine on %s:%s; websocket origins allowed: %s", address, port,
+                    ", ".join(options["websocket_origin"]))
 
     def session() -> pn.template.FastListTemplate:
         # a plain function (not functools.partial): pn.serve only calls FunctionType objects per session
         return create_app(world)
 
-    pn.serve(session, port=port, address=address, show=show, title=TITLE, websocket_origin=origins, **kwargs)
+    pn.serve(session, show=show, title=TITLE, **options, **kwargs)
 
 
 if pn.state.served:

@@ -1,8 +1,9 @@
 """What the user has picked: region, depth, variable, parameter source and six perturbations.
 
-This is the only state that is shared through the URL (``pn.state.location.sync``), so every value
-is a plain string or integer: a named region is its key in ``api.regions()``, a box drawn on the
-map is ``"box:lon_min,lon_max,lat_min,lat_max"`` (shareable too), and an uploaded polygon is
+This is the only state that is shared through the URL (read once per session and checked value by
+value: :meth:`DashboardState.validate_query`), so every value is a plain string or integer: a named
+region is its key in ``api.regions()``, a box drawn on the map is
+``"box:lon_min,lon_max,lat_min,lat_max"`` (shareable too), and an uploaded polygon is
 ``"polygon:<n>"`` (only meaningful in the session that uploaded it).
 
 Perturbations are whole percent (-50..+50) because that is what the sliders show and what reads
@@ -12,8 +13,12 @@ relative changes (5 -> 0.05).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 import param
 
+from dashboard.safe import MAX_QUERY_VALUE, parse_flag, parse_percent
 from proda_engine import api
 
 #: Map variables: label shown in the select -> name of the variable in ``WhatIfResult.maps``.
@@ -88,16 +93,24 @@ def box_key(lon_min: float, lon_max: float, lat_min: float, lat_max: float) -> s
     return f"{BOX_PREFIX}{lon_min:.2f},{lon_max:.2f},{lat_min:.2f},{lat_max:.2f}"
 
 
+#: One number of a box key: ASCII digits, an optional sign and decimals (what :func:`box_key` writes,
+#: and what a person types); ``float()`` alone would also take "nan", "1e3", "1_0" or Arabic digits.
+_BOX_NUMBER = re.compile(r"[+-]?[0-9]{1,3}(?:\.[0-9]{1,8})?")
+
+
 def parse_box_key(key: str) -> tuple[float, float, float, float]:
-    """Inverse of :func:`box_key`; raises ``ValueError`` on malformed input (e.g. a hand-edited URL)."""
-    if not key.startswith(BOX_PREFIX):
-        raise ValueError(f"not a box region: {key!r}")
-    parts = [float(v) for v in key[len(BOX_PREFIX):].split(",")]
-    if len(parts) != 4:
-        raise ValueError(f"a box needs 4 numbers (lon_min,lon_max,lat_min,lat_max), got {key!r}")
-    lon_min, lon_max, lat_min, lat_max = parts
+    """Inverse of :func:`box_key`; raises ``ValueError`` on malformed input (e.g. a hand-edited URL).
+
+    The message never repeats the key (it may come from a link: see :mod:`dashboard.safe`).
+    """
+    if not isinstance(key, str) or not key.startswith(BOX_PREFIX):
+        raise ValueError("not a box region")
+    fields = key[len(BOX_PREFIX):].split(",")
+    if len(fields) != 4 or not all(_BOX_NUMBER.fullmatch(f) for f in fields):
+        raise ValueError("a box needs 4 numbers: box:lon_min,lon_max,lat_min,lat_max (degrees)")
+    lon_min, lon_max, lat_min, lat_max = (float(f) for f in fields)
     if not (-90 <= lat_min < lat_max <= 90 and -180 <= lon_min <= 180 and -180 <= lon_max <= 180):
-        raise ValueError(f"box outside the globe or empty: {key!r}")
+        raise ValueError("box outside the globe or empty")
     return lon_min, lon_max, lat_min, lat_max
 
 
@@ -142,6 +155,55 @@ class DashboardState(param.Parameterized):
         # every variable any source of this world can show (the spread exists for some sources only;
         # the store falls back with a message when the current source has none)
         self.param.variable.objects = {**VARIABLES, **EXTRA_VARIABLES, **parameter_variables()}
+
+    # -- URL -------------------------------------------------------------------------------
+    def validate_query(self, query: Mapping[str, str]) -> tuple[dict[str, object], list[str]]:
+        """Check the raw strings of a URL query (:func:`dashboard.safe.url_query`) against this state.
+
+        Returns ``(values, ignored)``: the values to apply (only keys of :data:`URL_PARAMS` whose value
+        is one this session can use, converted to the parameter's type; a box is rewritten in
+        :func:`box_key` form) and the URL keys whose values were unknown, malformed or out of range
+        (they keep their defaults). Uploaded polygons are never valid in a link: they belong to the
+        session that uploaded them. Nothing here raises.
+        """
+        values: dict[str, object] = {}
+        ignored: list[str] = []
+        for name, key in URL_PARAMS.items():
+            if key not in query:
+                continue
+            raw = query[key]
+            try:
+                if not isinstance(raw, str) or len(raw) > MAX_QUERY_VALUE:
+                    raise ValueError("too long")
+                values[name] = self._check_url_value(name, raw)
+            except ValueError:
+                ignored.append(key)
+        return values, ignored
+
+    def url_query(self) -> dict[str, str]:
+        """The state as URL query strings (the inverse of :meth:`validate_query`), e.g. ``{"A": "5", ...}``."""
+        out = {}
+        for name, key in URL_PARAMS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            out[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        return out
+
+    def _check_url_value(self, name: str, raw: str) -> object:
+        if name in MECHANISMS:
+            return parse_percent(raw, PERTURBATION_BOUNDS)
+        if name == "sites":
+            return parse_flag(raw)
+        if name == "region":
+            if raw.startswith(BOX_PREFIX):
+                return box_key(*parse_box_key(raw))
+            if raw in list(self.param.region.objects):  # a named region (or this session's own polygon)
+                return raw
+            raise ValueError("unknown region")
+        if raw not in list(self.param[name].objects):  # depth, variable, source: one of this session's choices
+            raise ValueError(f"unknown {name}")
+        return raw
 
     # -- helpers ---------------------------------------------------------------------------
     def perturbation(self) -> dict[str, float]:

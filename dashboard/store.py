@@ -24,6 +24,8 @@ import functools
 import io
 import json
 import logging
+import math
+import re
 import threading
 from dataclasses import dataclass
 
@@ -31,6 +33,7 @@ import numpy as np
 import param
 import xarray as xr
 
+from dashboard.safe import plain
 from dashboard.state import (
     BOX_PREFIX,
     MECHANISMS,
@@ -49,6 +52,9 @@ log = logging.getLogger(__name__)
 
 #: Largest GeoJSON upload accepted (bytes). Parsing happens in memory; nothing is written to disk.
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
+
+#: Deepest JSON nesting accepted in an upload (a MultiPolygon in a FeatureCollection is 7 levels).
+MAX_JSON_DEPTH = 32
 
 #: One solve at a time per process: the engine's caches are plain dicts and two concurrent solves
 #: on two cores only slow each other down.
@@ -244,11 +250,90 @@ def resolve_region(key: str, world: str | None, polygons: dict[str, api.Region] 
     return regions[key]
 
 
+def json_depth(text: str, stop_above: int | None = None) -> int:
+    """Deepest nesting of arrays and objects in a JSON text, counted without parsing it (strings are
+    skipped), so a deeply nested upload is refused before ``json.loads`` recurses into it.
+
+    One pass over the structural characters (linear in the text); with ``stop_above`` it returns as
+    soon as the depth exceeds that.
+    """
+    depth = deepest = 0
+    in_string = False
+    skip_to = -1  # the character after a backslash inside a string is escaped
+    for m in _JSON_STRUCTURE.finditer(text):
+        pos, ch = m.start(), m.group()
+        if pos < skip_to:
+            continue
+        if in_string:
+            if ch == "\\":
+                skip_to = pos + 2
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if stop_above is not None and deepest > stop_above:
+                    return deepest
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+_JSON_STRUCTURE = re.compile(r'[\[\]{}"\\]')
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number GeoJSON allows")
+
+
+def _check_position(pos: object) -> None:
+    if not (isinstance(pos, list) and 2 <= len(pos) <= 3
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in pos)):
+        raise ValueError("every position must be [lon, lat] with finite numbers")
+    if not (-180 <= pos[0] <= 180 and -90 <= pos[1] <= 90):
+        raise ValueError("positions must be lon/lat degrees (lon -180..180, lat -90..90)")
+
+
+def _check_polygon(rings: object) -> None:
+    if not isinstance(rings, list) or not rings:
+        raise ValueError("a Polygon needs at least one ring of positions")
+    for ring in rings:
+        if not isinstance(ring, list) or len(ring) < 4:
+            raise ValueError("every ring needs at least 4 positions (closed)")
+        for pos in ring:
+            _check_position(pos)
+
+
+def _check_geometry(geom: dict) -> None:
+    coords = geom.get("coordinates")
+    if geom["type"] == "Polygon":
+        _check_polygon(coords)
+        return
+    if not isinstance(coords, list) or not coords:
+        raise ValueError("a MultiPolygon needs at least one polygon")
+    for polygon in coords:
+        _check_polygon(polygon)
+
+
+def upload_label(filename: str | None) -> str:
+    """Region label of an upload: ``"upload <file name without extension>"``, as plain text of at most
+    40 characters (it is drawn as text in the region select and escaped wherever HTML shows it)."""
+    name = plain(filename or "", limit=200)
+    name = name.rsplit(".", 1)[0] if "." in name else name
+    return f"upload {plain(name, limit=40) or 'polygon'}"
+
+
 def parse_geojson_upload(data: bytes | None, filename: str | None = None) -> api.Region:
     """Validate an uploaded GeoJSON (in memory) and turn it into a polygon region.
 
-    Raises ``ValueError`` with a message fit for the user: too large, not UTF-8 JSON, or no
-    (Multi)Polygon geometry.
+    Checked in this order, each before the next step runs: size (:data:`MAX_UPLOAD_BYTES`, before
+    decoding), UTF-8, nesting depth (:data:`MAX_JSON_DEPTH`, before parsing), JSON syntax (``NaN`` and
+    ``Infinity`` refused), then the geometry: (Multi)Polygon only, rings of at least four finite lon/lat
+    positions. Raises ``ValueError`` with a message fit for the user (plain text; it never repeats the
+    file's contents).
     """
     if not data:
         raise ValueError("the uploaded file is empty")
@@ -256,21 +341,31 @@ def parse_geojson_upload(data: bytes | None, filename: str | None = None) -> api
         raise ValueError(f"GeoJSON too large ({len(data) / 1e6:.1f} MB); the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB")
     try:
         text = data.decode("utf-8")
-        obj = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ValueError("not a GeoJSON file: not UTF-8 text") from exc
+    if json_depth(text, stop_above=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ValueError(f"not a GeoJSON file: nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        obj = json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not a GeoJSON file: {exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
+    except (ValueError, RecursionError) as exc:
         raise ValueError(f"not a GeoJSON file: {exc}") from exc
     if not isinstance(obj, dict):
         raise ValueError("not a GeoJSON object")
     if obj.get("type") == "FeatureCollection":
-        geoms = [f.get("geometry") or {} for f in obj.get("features", []) if isinstance(f, dict)]
+        features = obj.get("features")
+        features = features if isinstance(features, list) else []
+        geoms = [f.get("geometry") or {} for f in features if isinstance(f, dict)]
     elif obj.get("type") == "Feature":
         geoms = [obj.get("geometry") or {}]
     else:
         geoms = [obj]
-    if not geoms or not all(g.get("type") in ("Polygon", "MultiPolygon") for g in geoms):
+    if not geoms or not all(isinstance(g, dict) and g.get("type") in ("Polygon", "MultiPolygon") for g in geoms):
         raise ValueError("the GeoJSON must contain Polygon or MultiPolygon geometries (lon/lat)")
-    label = (filename or "polygon").rsplit(".", 1)[0][:40] or "polygon"
-    return api.polygon_region(text, f"upload {label}")
+    for geom in geoms:
+        _check_geometry(geom)
+    return api.polygon_region(text, upload_label(filename))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -709,7 +804,7 @@ class ResultStore(param.Parameterized):
         """Parse an uploaded GeoJSON and select it as the region; errors become the message."""
         try:
             region = parse_geojson_upload(data, filename)
-        except ValueError as exc:
+        except Exception as exc:  # anything the engine raises on odd geometry too: a message, not a crash
             self.fail(exc, "GeoJSON upload")
             return None
         key = f"{POLYGON_PREFIX}{len(self.polygons) + 1}"

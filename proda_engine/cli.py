@@ -238,10 +238,15 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Open the dashboard on a world; the first run builds the world (and, unless --no-train, trains
     PRODA end to end on its twin observations) into the cache, later runs start in seconds."""
-    from dashboard.app import serve
+    from dashboard.app import serve, websocket_origins
     from proda_engine.data.world import ensure_world
     from proda_engine.workflows import SOURCE_FOR_METHOD, train_world
 
+    try:  # before any build or training: a wildcard bind without origins fails at once
+        origins = websocket_origins(args.address, args.port, args.allow_websocket_origin)
+    except ValueError as exc:
+        print(f"proda serve: {exc}", file=sys.stderr)
+        return 2
     world = args.world or "default"
     paths = ensure_world(world)
     theta = paths.root / "products" / f"theta_{SOURCE_FOR_METHOD['end-to-end']}.nc"
@@ -252,8 +257,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from proda_engine.workflows import default_train_config
 
         train_world(world, method="end-to-end", config=default_train_config(max_epochs=args.train_epochs))
-    print(f"serving the dashboard on http://{args.address}:{args.port}/ (world {world!r}); Ctrl-C stops")
-    serve(port=args.port, address=args.address, show=args.show, world=world)
+    print(f"serving the dashboard on http://{args.address}:{args.port}/ (world {world!r}; pages from "
+          f"{', '.join(origins)}); Ctrl-C stops")
+    serve(port=args.port, address=args.address, show=args.show, world=world,
+          allow_websocket_origin=args.allow_websocket_origin)
     return 0
 
 
@@ -362,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--world", default=None, help="world name (default: $PRODA_WORLD or the global default)")
     v.add_argument("--port", type=int, default=5006)
     v.add_argument("--address", default="127.0.0.1", help="bind address (127.0.0.1 keeps it on this machine)")
+    v.add_argument("--allow-websocket-origin", action="append", default=None, metavar="HOST[:PORT]",
+                   help="host name browsers use to reach the dashboard (repeat for several); required with "
+                        "--address 0.0.0.0, default ADDRESS:PORT for another specific address; see docs/dashboard.md")
     v.add_argument("--show", action="store_true", help="open a browser tab")
     v.add_argument("--no-train", action="store_true", help="do not train PRODA on first run")
     v.add_argument("--train-epochs", type=int, default=40, help="upper bound; early stopping usually ends sooner")

@@ -17,6 +17,7 @@ import panel as pn
 import param
 import xarray as xr
 
+from dashboard.safe import escape, plain
 from dashboard.state import DashboardState
 from dashboard.store import coastline_polyline, resolve_region, world_extent
 from dashboard.views import output_backend
@@ -151,8 +152,10 @@ class ScenarioView(param.Parameterized):
         self.summary.object = self._summary_text()
 
     def _summary_text(self) -> str:
+        # a Markdown pane: the error, the region's label (an uploaded file's name) and the source labels
+        # come from outside and go in through escape()
         if self.message:
-            return f"**Scenario failed:** {self.message}"
+            return f"**Scenario failed:** {escape(self.message)}"
         if self.running:
             return f"Running the scenario… {self.progress} %"
         ds = self.result
@@ -166,14 +169,14 @@ class ScenarioView(param.Parameterized):
         eq = float(ds.soc_change_equilibrium_global.sel(source=src))
         years = int(ds.year.values[-1])
         lines = [
-            f"**{ds.attrs.get('selection', 'region')}**, {_label(src)}: SOC (whole profile) changes by "
-            f"**{d:+.3g} Pg C** ({100 * d / base:+.2f} %) after {years} years of "
+            f"**{escape(ds.attrs.get('selection', 'region'))}**, {escape(_label(src))}: SOC (whole profile) "
+            f"changes by **{d:+.3g} Pg C** ({100 * d / base:+.2f} %) after {years} years of "
             f"+{ds.attrs['scenario_warming']:.1f} K and {100 * ds.attrs['scenario_npp']:+.0f} % carbon input; "
             f"committed change at the new steady state {eq:+.3g} Pg C.",
         ]
         for s in ds.source.values[1:]:
             ds_ = float(ds.soc_change_global.sel(source=s).isel(year=-1))
-            lines.append(f"{_label(str(s))}: {ds_:+.3g} Pg C.")
+            lines.append(f"{escape(_label(str(s)))}: {ds_:+.3g} Pg C.")
         c = int(ds.attrs["coarsen"])
         lattice = "every land cell" if c == 1 else f"1 cell in {c} in latitude and longitude, area-weighted"
         lines.append(f"<small>{int(ds.attrs['n_cells']):,} cells ({lattice}); annual-mean operators, "
@@ -192,7 +195,7 @@ class ScenarioView(param.Parameterized):
                 y = np.concatenate([[0.0], result.soc_change_global.sel(source=s).values])
                 x = np.concatenate([[0], result.year.values])
                 curves.append(hv.Curve((x, y), kdim, vdim, label=_label(str(s))).opts(color=_COLORS[i % 4]))
-            title = f"SOC change — {result.attrs.get('selection', '')}"
+            title = f"SOC change — {plain(result.attrs.get('selection', ''), 80)}"  # drawn as text
         return hv.Overlay(curves).opts(
             hv.opts.Curve(responsive=True, min_height=300, line_width=2, tools=["hover"], show_grid=True,
                           yformatter="%.3g", framewise=True, backend_opts={"plot.output_backend": output_backend()}),

@@ -6,12 +6,12 @@ Each card is its own pane with its own CSS class, written by one watcher only (n
 
 from __future__ import annotations
 
-import html
 import math
 
 import panel as pn
 import param
 
+from dashboard.safe import escape
 from dashboard.store import ResultStore
 
 CARDS: tuple[str, ...] = ("total", "change", "turnover-mean", "turnover-median", "cue")
@@ -22,10 +22,12 @@ def _fmt(value: float, spec: str) -> str:
 
 
 def card_html(title: str, value: str, sub: str = "", tone: str = "") -> str:
-    """One card (plain HTML; styled by the app's stylesheet)."""
-    return (f'<div class="proda-card {tone}"><div class="proda-card-title">{html.escape(title)}</div>'
-            f'<div class="proda-card-value">{html.escape(value)}</div>'
-            f'<div class="proda-card-sub">{html.escape(sub)}</div></div>')
+    """One card (HTML styled by the app's stylesheet); every text, e.g. an uploaded polygon's name in
+    ``sub``, goes through :func:`dashboard.safe.escape`."""
+    tone = tone if tone in ("up", "down") else ""
+    return (f'<div class="proda-card {tone}"><div class="proda-card-title">{escape(title)}</div>'
+            f'<div class="proda-card-value">{escape(value)}</div>'
+            f'<div class="proda-card-sub">{escape(sub)}</div></div>')
 
 
 def card_contents(totals: dict | None) -> dict[str, str]:

@@ -94,10 +94,11 @@ def _free_port() -> int:
 
 @pytest.fixture
 def served(world: str) -> Iterator[tuple[str, list]]:
-    """Serve a per-session factory; yield (url, apps) where ``apps`` collects each session's app."""
+    """Serve a per-session factory as ``proda serve`` does; yield (url, apps) where ``apps`` collects each
+    session's app."""
     import panel as pn
 
-    from dashboard.app import build_app
+    from dashboard.app import build_app, server_options
 
     apps: list = []
 
@@ -107,8 +108,9 @@ def served(world: str) -> Iterator[tuple[str, list]]:
         return app.template
 
     port = _free_port()
-    server = pn.serve(factory, port=port, address="127.0.0.1", threaded=True, show=False,
-                      websocket_origin=[f"127.0.0.1:{port}"], liveness=True)
+    # the options `proda serve` uses: loopback, explicit websocket origins, the security headers (CSP),
+    # so every browser test also shows that the page works under that policy
+    server = pn.serve(factory, threaded=True, show=False, liveness=True, **server_options("127.0.0.1", port))
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 30
     while True:
