@@ -13,6 +13,7 @@ import functools
 import os
 from collections.abc import Sequence
 from os import PathLike
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -61,8 +62,10 @@ __all__ = [
     "simulate",
     "site_comparison",
     "site_misfit",
+    "use_catalog",
     "what_if",
     "world_engine",
+    "world_info",
     "world_name",
 ]
 
@@ -124,37 +127,60 @@ def simulate(
 
 
 def world_name() -> str:
-    """World used by the dashboard: ``$PRODA_WORLD`` (e.g. ``tiny``, ``europe``) or ``default`` (the globe)."""
+    """World used by the dashboard: ``$PRODA_WORLD`` (e.g. ``tiny``, ``europe``, a catalog world) or ``default``."""
     return os.environ.get("PRODA_WORLD", "default")
+
+
+def use_catalog(path: str | PathLike) -> list[str]:
+    """Make the ``worlds:`` of a catalog file usable by name in every function of this module.
+
+    >>> api.use_catalog("my_catalog.yaml")      # doctest: +SKIP
+    ['my_region']
+    >>> api.what_if({"A": 0.1}, world="my_region")  # doctest: +SKIP
+    """
+    from proda_engine.data.worlds import register_catalog
+
+    names = register_catalog(path)
+    os.environ["PRODA_CATALOG"] = str(Path(path).expanduser().resolve())  # dashboard sessions, workers
+    world_engine.cache_clear()
+    return names
+
+
+def world_info(world: str | None = None) -> dict[str, str]:
+    """Which world and data a number comes from: name, kind (builtin twin or catalog), data description."""
+    from proda_engine.data.worlds import resolve_world
+
+    return resolve_world(world or world_name()).provenance()
 
 
 @functools.lru_cache(maxsize=4)
 def world_engine(world: str | None = None) -> WhatIfEngine:
-    """The what-if engine of a built world (built on first use, then cached on disk and in memory).
+    """The what-if engine of a world (built-in: built on first use; catalog world: read from its sources),
+    cached on disk and in memory.
 
-    Parameter sources: every trained product found for the world, the twin truth, and the prior
-    midpoint. Shared by all sessions of a dashboard process (read-only; results are cached per request).
+    Parameter sources: every trained product found for the world, the twin truth (twin worlds), default
+    CLM5 and the prior midpoint. Shared by all sessions of a dashboard process (read-only; results are
+    cached per request).
     """
     from proda_engine.data.parameter_files import read_parameter_file, resolve_closure
-    from proda_engine.data.world import ensure_world
-    from proda_engine.products.world import load_world_cells
+    from proda_engine.products.world import open_world
 
-    paths = ensure_world(world or world_name())
-    wc = load_world_cells(paths.forcing)
-    with xr.open_dataset(paths.covariates) as cov:
-        fields = cov.load()
+    ow = open_world(world or world_name())
+    wc = ow.cells
     sources: dict[str, np.ndarray] = {}
     for name in SOURCE_LABELS:
-        f = paths.root / "products" / f"theta_{name}.nc"
+        f = ow.spec.products / f"theta_{name}.nc"
         if f.exists():
             th = read_parameter_file(f)
             resolve_closure(th, None)  # the engine runs the default closure: refuse parameters fitted under another
             sources[name] = wc.theta_from_grid(th)
-    with xr.open_dataset(paths.truth) as ds:
-        sources["twin_truth"] = wc.theta_from_grid(ds["theta"].load())
+    if ow.truth is not None:
+        sources["twin_truth"] = wc.theta_from_grid(ow.truth)
     sources["default_clm5"] = "default"
     sources["midpoint"] = np.full((len(wc.cells), 21), 0.5)
-    return WhatIfEngine(None, sources, fields=fields, cells=(wc.forcing, wc.cells, wc.lat, wc.lon))
+    eng = WhatIfEngine(None, sources, fields=ow.covariates, cells=(wc.forcing, wc.cells, wc.lat, wc.lon))
+    eng.world = ow.spec  # provenance: which world and data the engine's numbers come from
+    return eng
 
 
 def parameter_sources(world: str | None = None) -> dict[str, str]:
@@ -237,18 +263,19 @@ def _site_set(world: str | None):
     import pickle
 
     from proda_engine.data import read_profiles
-    from proda_engine.data.world import ensure_world
     from proda_engine.data.writers import write_bytes_atomic
     from proda_engine.products.sites import SiteSet
 
-    paths = ensure_world(world or world_name())
-    if not (paths.wosis_dir / "wosis_201909_profiles.tsv").exists():
+    spec = world_engine(world).world
+    if spec.kind == "builtin" and not (spec.profiles[0] / "wosis_201909_profiles.tsv").exists():
         from proda_engine.workflows import build_twin_world
 
-        build_twin_world(world or world_name())
-    stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(paths.wosis_dir.iterdir())
-             if p.is_file()]
-    cache = paths.root / "cache" / "sites.pkl"
+        build_twin_world(spec.name)
+    if not spec.profiles:
+        raise FileNotFoundError(f"world {spec.name!r} has no observed profiles (no 'profiles:' in its catalog entry)")
+    files = sorted(q for p in spec.profiles for q in ([*p.iterdir()] if p.is_dir() else [p]) if q.is_file())
+    stamp = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    cache = spec.cache / "sites.pkl"
     if cache.exists():
         try:
             with open(cache, "rb") as fh:
@@ -258,7 +285,9 @@ def _site_set(world: str | None):
                 return sites
         except Exception:  # an unreadable or stale cache is rebuilt below
             pass
-    sites = SiteSet.from_layers(read_profiles(paths.wosis_dir).layers, world_engine(world))
+    profiles = list(spec.profiles)
+    ps = read_profiles(profiles[0] if len(profiles) == 1 else profiles, layout=spec.profiles_layout, min_layers=1)
+    sites = SiteSet.from_layers(ps.layers, world_engine(world))
     cache.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(pickle.dumps((stamp, sites)), cache)
     return sites
@@ -307,12 +336,11 @@ _MEMBER_CACHE = None
 def _member_stocks(source: str | None, world: str | None):
     """Solved ensemble members of ``source`` (cached per process), or None if the world has none."""
     global _MEMBER_CACHE
-    from proda_engine.data.world import ensure_world
     from proda_engine.products.layers import MemberCache, members_path
 
     eng = world_engine(world)
     source = source or next(iter(eng.sources))
-    path = members_path(ensure_world(world or world_name()).root, source)
+    path = members_path(eng.world.root, source)
     if not path.exists():
         return None
     if _MEMBER_CACHE is None:
@@ -322,11 +350,10 @@ def _member_stocks(source: str | None, world: str | None):
 
 def has_ensemble(source: str | None = None, world: str | None = None) -> bool:
     """Whether the world holds an ensemble product for ``source`` (``products/theta_<source>_members.nc``)."""
-    from proda_engine.data.world import ensure_world
     from proda_engine.products.layers import members_path
 
     eng = world_engine(world)
-    return members_path(ensure_world(world or world_name()).root, source or next(iter(eng.sources))).exists()
+    return members_path(eng.world.root, source or next(iter(eng.sources))).exists()
 
 
 def ensemble_spread(depth: str, source: str | None = None, world: str | None = None) -> xr.DataArray | None:

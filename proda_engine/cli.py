@@ -40,6 +40,28 @@ def _provenance(args: argparse.Namespace, inputs: list[Path]) -> dict[str, str]:
     }
 
 
+def _use_world(args: argparse.Namespace) -> str:
+    """Register ``--catalog`` (or ``$PRODA_CATALOG``) so ``--world`` may name one of its ``worlds:``; the
+    world name, defaulting to ``$PRODA_WORLD`` or ``default``. Sets ``PRODA_CATALOG`` for served sessions."""
+    import os
+
+    from proda_engine.data.worlds import register_catalog, world_name
+
+    catalog = getattr(args, "catalog", None)
+    if catalog is not None:
+        register_catalog(catalog)
+        os.environ["PRODA_CATALOG"] = str(Path(catalog).expanduser().resolve())
+    return world_name(getattr(args, "world", None))
+
+
+def _add_world_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--world NAME`` and ``--catalog FILE`` (a catalog whose ``worlds:`` may define NAME)."""
+    p.add_argument("--world", default=default, help="a built-in world (default, tiny, europe, ...) or a world "
+                   "named in the catalog's 'worlds:' (default: $PRODA_WORLD or 'default')")
+    p.add_argument("--catalog", type=Path, default=None,
+                   help="data catalog YAML defining --world (default: $PRODA_CATALOG, then data_catalog.yaml)")
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from proda_engine import api
     from proda_engine.data import write_netcdf_atomic
@@ -89,6 +111,16 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
 
     cfg = AssimilateConfig.from_yaml(args.config)
     overrides: dict = {}
+    if args.world is not None or args.catalog is not None:  # the world's profiles and forcing replace the config's
+        from proda_engine.data.worlds import resolve_world
+
+        spec = resolve_world(_use_world(args))
+        if not spec.profiles:
+            raise SystemExit(f"proda assimilate: world {spec.name!r} has no profiles source")
+        overrides.update(profiles_path=[str(p) for p in spec.profiles], profiles_layout=spec.profiles_layout,
+                         forcing_path=[str(p) for p in spec.forcing])
+        if args.out is None:
+            overrides["out"] = str(spec.products / "assimilate")
     if args.scheduler is not None:
         overrides["scheduler"] = args.scheduler
     if args.resume:
@@ -134,7 +166,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                                    ("block_size", args.block_size), ("n_members", args.members)) if v}
     cfg = cfg.replace(**overrides)
     targets = xr.open_dataset(args.targets).load() if args.targets else None
-    res = train_world(args.world, method=args.method, config=cfg, max_sites=args.max_sites, targets=targets)
+    world = _use_world(args)
+    res = train_world(world, method=args.method, config=cfg, max_sites=args.max_sites, targets=targets,
+                      out=args.out, max_distance_km=args.max_distance_km)
+    rep = res.report
+    if "sites_read" in rep:
+        print(f"world {world!r}: {rep['sites_read']} profiles read, {rep['sites']} used "
+              f"({rep['single_layer_sites']} single-layer, {rep['multi_layer_sites']} multi-layer); dropped: "
+              f"{rep['sites_dropped'] or 'none'}")
     ev = res.report.get("evaluation") or {}
     print(f"trained {args.method} on {res.report.get('sites')} sites in {res.seconds:.0f} s")
     for part in ("val", "test"):
@@ -142,7 +181,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             m = ev[part]
             rmse = m.get("rmse", float("nan")) / 1000.0
             print(f"  {part}: E = {m.get('e', float('nan')):.3f}, RMSE = {rmse:.2f} kg C m-3")
-    print(f"parameter map -> {res.theta_path}\nmodel -> {res.model_path}")
+    print(f"parameter map -> {res.theta_path}" + (f" and {args.out}" if args.out else "")
+          + f"\nmodel -> {res.model_path}")
     if cfg.n_members > 1:
         print(f"ensemble of {cfg.n_members} members -> {res.theta_path.with_name(res.theta_path.stem + '_members.nc')}")
     return 0
@@ -175,7 +215,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     )
 
     t0 = time.perf_counter()
-    world = load_world(args.world)
+    world = load_world(_use_world(args))
     params, label = _load_params(args.params, world, args.member_dim, args.preset)
     if args.refine and args.refine > 1:
         from proda_engine.products.highres import highres_products, highres_totals, write_highres
@@ -219,7 +259,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     from proda_engine.products.sensitivity import marginal_sensitivity
 
     t0 = time.perf_counter()
-    world = load_world(args.world)
+    world = load_world(_use_world(args))
     params, label = _load_params(args.params, world, args.member_dim, None)
     res = marginal_sensitivity(world, ParameterSet(params, world, member_dim=args.member_dim, label=label),
                                chunk_size=args.chunk_size, closure=args.closure)
@@ -239,7 +279,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Open the dashboard on a world; the first run builds the world (and, unless --no-train, trains
     PRODA end to end on its twin observations) into the cache, later runs start in seconds."""
     from dashboard.app import serve, websocket_origins
-    from proda_engine.data.world import ensure_world
+    from proda_engine.data.worlds import resolve_world
     from proda_engine.workflows import SOURCE_FOR_METHOD, train_world
 
     try:  # before any build or training: a wildcard bind without origins fails at once
@@ -247,12 +287,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"proda serve: {exc}", file=sys.stderr)
         return 2
-    world = args.world or "default"
-    paths = ensure_world(world)
-    theta = paths.root / "products" / f"theta_{SOURCE_FOR_METHOD['end-to-end']}.nc"
-    if not args.no_train and not theta.exists():
-
-        print(f"first run: training PRODA end to end on the {world!r} world's twin observations "
+    world = _use_world(args)
+    spec = resolve_world(world)
+    theta = spec.products / f"theta_{SOURCE_FOR_METHOD['end-to-end']}.nc"
+    if not args.no_train and not theta.exists() and (spec.kind == "builtin" or spec.profiles):
+        what = "twin observations" if spec.kind == "builtin" else "measured profiles"
+        print(f"first run: training PRODA end to end on the {world!r} world's {what} "
               "(a few minutes; `proda train` retrains)")
         from proda_engine.workflows import default_train_config
 
@@ -265,10 +305,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """``proda evaluate --world NAME [--baselines] [--out DIR]``: held-out skill of every parameter source."""
+    """``proda evaluate --world NAME [--catalog F] [--folds K] [--buffer-km D] [--baselines] [--out DIR]``.
+
+    A world with a twin truth: held-out skill of every parameter source on the trained model's split
+    (plus the noise ceiling and parameter recovery). A world of measured profiles, or ``--folds K``:
+    spatial k-fold cross-validation of default CLM5, PRODA end to end and the ML baseline.
+    """
+    from proda_engine.data.worlds import resolve_world
     from proda_engine.evaluation import evaluate_world, load_world_sites, run_world_baselines
 
     t0 = time.perf_counter()
+    args.world = _use_world(args)
+    spec = resolve_world(args.world)
+    if args.folds or spec.truth is None:
+        from proda_engine.crossval import cross_validate_world
+        from proda_engine.workflows import default_train_config
+
+        cfg = default_train_config(**({"max_epochs": args.epochs} if args.epochs else {}))
+        res = cross_validate_world(args.world, n_folds=args.folds or 5, block_size=args.block_size,
+                                   buffer_km=args.buffer_km, seed=args.seed, train_config=cfg,
+                                   progress=lambda msg: print(f"  {msg}", flush=True))
+        files = res.write(args.out or (spec.products / "evaluation"))
+        print(res.markdown())
+        print(f"cross-validated {len(res.summary)} methods over {args.folds or 5} folds in "
+              f"{time.perf_counter() - t0:.0f} s -> " + ", ".join(str(p) for p in files.values()))
+        return 0
     if args.baselines:
         mcmc = {"n_test": args.mcmc_test, "n_formal": args.mcmc_formal}
         b = run_world_baselines(args.world, n_sites_mcmc=args.mcmc_sites, n_sites_batch=args.batch_sites,
@@ -278,7 +339,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"two-step -> {b.two_step_theta_path}")
     ws = load_world_sites(args.world)
     res = evaluate_world(args.world, ws=ws, max_test_sites=args.max_test_sites)
-    out = args.out or (ws.paths.root / "products" / "evaluation")
+    out = args.out or (ws.products / "evaluation")
     files = res.write(out)
     print(res.markdown())
     print(f"evaluated {len(res.methods)} methods on {res.n_test_sites} held-out sites in "
@@ -295,7 +356,8 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cfg = ScenarioConfig.from_yaml(args.config) if args.config else ScenarioConfig()
     sources = [s for item in (args.source or []) for s in item.split(",") if s] or None
-    flags = {"world": args.world, "warming": args.warming, "npp": args.npp, "water": args.water,
+    world = _use_world(args) if (args.world or args.catalog) else None
+    flags = {"world": world, "warming": args.warming, "npp": args.npp, "water": args.water,
              "amplification": args.amplification, "years": args.years, "ramp_years": args.ramp_years,
              "thaw_per_kelvin": args.thaw_per_kelvin, "source": sources, "coarsen": args.coarsen,
              "seasonal": args.seasonal or None, "map_years": args.map_years, "region": args.region,
@@ -337,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
     a = sub.add_parser("assimilate", help="site-level MCMC for every profile (or one batch-DA fit)")
     a.add_argument("--config", type=Path, required=True, help="YAML run configuration (see configs/)")
+    _add_world_args(a)
     a.add_argument("--scheduler", help="Dask scheduler address, or 'inline' (default: a local cluster)")
     a.add_argument("--resume", action="store_true", help="continue an interrupted run in the same out folder")
     a.add_argument("--batch-da", action="store_true", help="fit one parameter set to all profiles (mode: batch)")
@@ -353,7 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--rebuild-twin", action="store_true", help="rewrite the twin observations")
     w.set_defaults(func=cmd_world)
     t = sub.add_parser("train", help="train the PRODA network on a world's observations; writes its parameter map")
-    t.add_argument("--world", default="default")
+    _add_world_args(t)
+    t.add_argument("--out", type=Path, default=None, help="also write the parameter map (theta, parameter x lat "
+                   "x lon) here; it always goes to <cache>/world/NAME/products/")
+    t.add_argument("--max-distance-km", type=float, default=None, help="drop sites farther than this from a land "
+                   "cell of the forcing (default 100 km for catalog worlds)")
     t.add_argument("--method", choices=["end-to-end", "two-step"], default="end-to-end")
     t.add_argument("--config", type=Path, help="TrainConfig YAML (unknown keys are rejected)")
     t.add_argument("--targets", type=Path, help="two-step: MCMC posterior netCDF (theta per site, lat, lon)")
@@ -366,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train an ensemble of N bootstrap members (mean map + theta_<source>_members.nc)")
     t.set_defaults(func=cmd_train)
     v = sub.add_parser("serve", help="open the dashboard (builds the default world and PRODA parameters on first run)")
-    v.add_argument("--world", default=None, help="world name (default: $PRODA_WORLD or the global default)")
+    _add_world_args(v)
     v.add_argument("--port", type=int, default=5006)
     v.add_argument("--address", default="127.0.0.1", help="bind address (127.0.0.1 keeps it on this machine)")
     v.add_argument("--allow-websocket-origin", action="append", default=None, metavar="HOST[:PORT]",
@@ -377,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--train-epochs", type=int, default=40, help="upper bound; early stopping usually ends sooner")
     v.set_defaults(func=cmd_serve)
     m = sub.add_parser("map", help="gridded forward run of a parameter ensemble: maps, totals, summaries")
-    m.add_argument("--world", default="default", help="world name (tiny, europe, default, ...)")
+    _add_world_args(m)
     m.add_argument("--params", type=Path, help="netCDF with 'theta' (parameter[, lat, lon][, member]); "
                    "default: the world's twin truth")
     m.add_argument("--preset", choices=["default", "midpoint"], help="default CLM5 or theta = 0.5 instead")
@@ -393,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--workers", type=int, default=1, help="high-resolution: dask threads")
     m.set_defaults(func=cmd_map)
     se = sub.add_parser("sensitivity", help="spec (j) marginal '+1 %% bulk-process' sensitivity (table, figures)")
-    se.add_argument("--world", default="default")
+    _add_world_args(se)
     se.add_argument("--params", type=Path, help="netCDF with 'theta'; default: the world's twin truth")
     se.add_argument("--member-dim", default="member")
     se.add_argument("--closure", choices=["conservative", "legacy"], default=None, help=_CLOSURE_HELP)
@@ -401,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--chunk-size", type=int, default=20000)
     se.set_defaults(func=cmd_sensitivity)
     ev = sub.add_parser("evaluate", help="held-out R2 / RMSE / E of default CLM5, batch DA and PRODA (+ twin truth)")
-    ev.add_argument("--world", default="default")
+    _add_world_args(ev)
     ev.add_argument("--baselines", action="store_true", help="first run batch DA and site MCMC -> two-step "
                     "PRODA on the training sites (writes theta_batch_da.nc, theta_proda_two_step.nc)")
     ev.add_argument("--out", type=Path, default=None, help="output folder (default <world>/products/evaluation)")
@@ -413,6 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "starts a local cluster")
     ev.add_argument("--workers", type=int, default=2)
     ev.add_argument("--max-test-sites", type=int, default=None, help="evaluate a random subsample of test sites")
+    ev.add_argument("--folds", type=int, default=None, help="spatial k-fold cross-validation with K folds (default "
+                    "5 on worlds without a twin truth): default CLM5, PRODA end to end, ML baseline")
+    ev.add_argument("--buffer-km", type=float, default=0.0, help="--folds: leave out training sites closer than "
+                    "this to a test site")
+    ev.add_argument("--block-size", type=float, default=2.0, help="--folds: spatial block side, degrees")
+    ev.add_argument("--epochs", type=int, default=None, help="--folds: end-to-end max epochs per fold")
+    ev.add_argument("--seed", type=int, default=0)
     ev.set_defaults(func=cmd_evaluate)
     sc = sub.add_parser("scenario", help="climate scenario: transient SOC change (monthly implicit steps) per source")
     sc.add_argument("--config", type=Path, help="scenario YAML (configs/scenario_2k.yaml); flags override it")
@@ -438,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--forcing-source", default=None,
                     help="the same from a 'kind: forcing_series' source of the data catalog (see --catalog)")
     sc.add_argument("--catalog", type=Path, default=None,
-                    help="data catalog YAML for --forcing-source (default $PRODA_CATALOG or data_catalog.yaml)")
+                    help="data catalog YAML for --world and --forcing-source (default $PRODA_CATALOG or "
+                    "data_catalog.yaml)")
     sc.add_argument("--out", type=Path, required=True, help="output netCDF")
     sc.set_defaults(func=cmd_scenario)
     return ap

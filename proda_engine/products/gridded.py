@@ -69,7 +69,7 @@ from proda_engine.products.regions import (
     cell_area,
     region_mask,
 )
-from proda_engine.products.world import WorldCells, load_world_cells
+from proda_engine.products.world import WorldCells
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +273,8 @@ class World:
             memory; batches are converted to float64 for the solve).
         fields: covariates on the (lat, lon) grid (continent, Köppen, land cover, coarse fragments, NPP).
         truth: twin-truth theta (parameter, lat, lon) when the world has one.
+        paths: a built-in world's files (None for catalog worlds); spec: the world's
+            :class:`~proda_engine.data.worlds.WorldSpec` (provenance, products folder).
     """
 
     name: str
@@ -280,6 +282,7 @@ class World:
     fields: xr.Dataset | None = None
     truth: xr.DataArray | None = None
     paths: object = None
+    spec: object = None
     _area: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -324,19 +327,14 @@ class World:
         return out.reshape(*lead, *self.shape)
 
 
-def load_world(name: str = "tiny", *, float32: bool = True) -> World:
-    """Build (or reuse) a named world and load its land cells, covariates and twin truth."""
-    from proda_engine.data.world import ensure_world
+def load_world(name: str = "tiny", *, float32: bool = True, catalog: str | PathLike | None = None) -> World:
+    """Open a world (built-in or a catalog's ``worlds:``): land cells, covariates and twin truth."""
+    from proda_engine.data.world import WorldPaths
+    from proda_engine.products.world import open_world
 
-    paths = ensure_world(name)
-    wc = load_world_cells(paths.forcing, dtype=torch.float32 if float32 else torch.float64)
-    with xr.open_dataset(paths.covariates) as cov:
-        fields = cov.load()
-    truth = None
-    if Path(paths.truth).exists():
-        with xr.open_dataset(paths.truth) as ds:
-            truth = ds["theta"].load()
-    return World(name=name, cells=wc, fields=fields, truth=truth, paths=paths)
+    ow = open_world(name, catalog=catalog, dtype=torch.float32 if float32 else torch.float64)
+    paths = WorldPaths.in_folder(ow.spec.root) if ow.spec.kind == "builtin" else None
+    return World(name=ow.name, cells=ow.cells, fields=ow.covariates, truth=ow.truth, paths=paths, spec=ow.spec)
 
 
 class ParameterSet:
@@ -697,6 +695,8 @@ def gridded_products(world: World, params: ParameterSet | str | np.ndarray | xr.
         "title": "PRODA / CLM5 matrix model gridded steady-state products",
         "Conventions": "CF-1.8",
         "world": world.name,
+        # which world and data the numbers come from (synthetic twin or measured profiles of a catalog world)
+        **(world.spec.provenance() if world.spec is not None else {}),
         "parameters": ps.label,
         "n_members": M,
         "grid": grid.name,
