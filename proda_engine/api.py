@@ -262,7 +262,6 @@ def _site_set(world: str | None):
     50,000 profiles takes ~30 s and the dashboard needs them before its first page."""
     import pickle
 
-    from proda_engine.data import read_profiles
     from proda_engine.data.writers import write_bytes_atomic
     from proda_engine.products.sites import SiteSet
 
@@ -274,7 +273,8 @@ def _site_set(world: str | None):
     if not spec.profiles:
         raise FileNotFoundError(f"world {spec.name!r} has no observed profiles (no 'profiles:' in its catalog entry)")
     files = sorted(q for p in spec.profiles for q in ([*p.iterdir()] if p.is_dir() else [p]) if q.is_file())
-    stamp = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    # "sites-2": the site rules of workflows.site_data (a cache written under older rules is rebuilt)
+    stamp = ["sites-2", *[(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
     cache = spec.cache / "sites.pkl"
     if cache.exists():
         try:
@@ -285,9 +285,13 @@ def _site_set(world: str | None):
                 return sites
         except Exception:  # an unreadable or stale cache is rebuilt below
             pass
-    profiles = list(spec.profiles)
-    ps = read_profiles(profiles[0] if len(profiles) == 1 else profiles, layout=spec.profiles_layout, min_layers=1)
-    sites = SiteSet.from_layers(ps.layers, world_engine(world))
+    from proda_engine.products.world import open_world
+    from proda_engine.workflows import site_data
+
+    # the same sites, cells and drop rules as training and evaluation (single-layer profiles kept; sites
+    # far from the forcing or in a cell without covariates dropped and counted)
+    sd = site_data(open_world(spec))
+    sites = SiteSet.from_observations(sd.observations, sd.lat, sd.lon, sd.cell)
     cache.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(pickle.dumps((stamp, sites)), cache)
     return sites

@@ -206,3 +206,23 @@ def test_evaluate_cross_validates_with_the_ml_baseline(user_world, tmp_path, cap
     r2 = 1 - ((q - o) ** 2).sum() / ((o - o.mean()) ** 2).sum()
     assert rep["pooled"]["ml_baseline"]["r2"] == pytest.approx(r2, rel=1e-9)
     assert "ML baseline" in (out / "crossval.md").read_text()
+
+
+def test_dashboard_opens_the_user_world(user_world, trained):
+    """The dashboard's session on a catalog world: its sources (PRODA trained on it, default CLM5, no twin
+    truth), its observed sites and their misfit, and a what-if step (real engine, no browser)."""
+    from dashboard.app import build_app
+
+    api.use_catalog(user_world["catalog"])
+    app = build_app(WORLD)
+    sources = app.state.param.source.objects
+    assert "proda_e2e" in sources.values() and "default_clm5" in sources.values()
+    assert "twin_truth" not in sources.values()  # a catalog world without truth has none
+    assert app.store.result is not None and app.store.result.totals["total_pg"] > 0
+    sites = api.observed_sites(WORLD)
+    # the same sites as training: the far site and those whose cell lacks a covariate are not shown
+    assert len(sites) == user_world["n_profiles"] - user_world["sites_in_nan_block"]
+    misfit = api.site_misfit("proda_e2e", world=WORLD)
+    assert np.isfinite(misfit["misfit_kg_m3"]).all() and len(misfit) > 0
+    app.state.A = 10
+    assert app.store.result.perturbation["A"] == pytest.approx(0.1)

@@ -49,6 +49,12 @@ class SiteSet:
         lat = first["latitude"].to_numpy(float)
         lon = first["longitude"].to_numpy(float)
         cell, _ = nearest_land_cell(engine.lat, engine.lon, engine.cells, lat, lon)
+        return cls.from_observations(obs, lat, lon, cell)
+
+    @classmethod
+    def from_observations(cls, obs: ObservationBatch, lat: np.ndarray, lon: np.ndarray, cell: np.ndarray) -> SiteSet:
+        """Sites already matched to the engine's cells (``cell`` indexes ``engine.cells``), e.g. by
+        :func:`proda_engine.workflows.site_data`, so the dashboard uses the same sites as training."""
         top = obs.mask & (obs.depth <= 0.3)
         n_top = top.sum(1)
         # mean observed density of horizons above 30 cm; NaN for profiles that start deeper
