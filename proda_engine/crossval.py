@@ -9,6 +9,9 @@ training sites). In every fold, on the same held-out sites and layers:
 * **batch DA**: one spatially homogeneous theta fitted by MCMC to all of the fold's training sites
   jointly (:func:`~proda_engine.inference.batch_da.batch_da_theta`; demo-size chains, as
   ``proda evaluate --baselines``);
+* **PRODA two-step** (when the world has site posteriors, ``proda assimilate --world NAME`` writes
+  ``<world>/products/assimilate/posterior.nc``): the network regressed on the posterior means of the
+  fold's usable training sites, then the model run at the test sites;
 * **PRODA end to end**: the network trained through the differentiable model on the fold's training
   sites (early stopping on validation blocks carved from them), then the model run at the test sites;
 * **ML baseline**: a random forest (or gradient boosting) on the same covariates plus layer depth,
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 CV_METHODS: dict[str, str] = {
     "default_clm5": "default CLM5",
     "batch_da": "batch DA (one theta for all training sites)",
+    "proda_two_step": "PRODA two-step (site MCMC posteriors -> network)",
     "proda_e2e": "PRODA end to end",
     "ml_baseline": "ML baseline (random forest: covariates + depth -> log SOC)",
 }
@@ -152,6 +156,48 @@ def layer_rows(table: pd.DataFrame, obs, sites: np.ndarray) -> tuple[pd.DataFram
     return rows, o.depth[o.mask], o.soc[o.mask]
 
 
+def _posterior_by_site(path: Path, sd) -> np.ndarray | None:
+    """(N, 21) usable posterior-mean theta per site of ``sd`` (NaN where a site has none), or None."""
+    import xarray as xr
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    with xr.open_dataset(path) as ds:
+        ids = [str(v) for v in ds["profile_id"].values]
+        theta = ds["theta"].transpose("site", "parameter").values
+    row = {pid: i for i, pid in enumerate(ids)}
+    out = np.full((sd.observations.n_profiles, theta.shape[1]), np.nan)
+    for j, pid in enumerate(sd.observations.profile_id):
+        i = row.get(str(pid))
+        if i is not None:
+            out[j] = theta[i]
+    return out if np.isfinite(out).all(1).any() else None
+
+
+def _two_step_fold(posterior, sd, fold, cols, ow, cfg, seed, f_test, local, obs_t, mask, frow) -> np.ndarray:
+    """Two-step PRODA in one fold: regress the fold's usable training posteriors, predict the test sites."""
+    from proda_engine.learning.training import train_two_step
+
+    fit = np.concatenate([fold.train, fold.val])
+    have = fit[np.isfinite(posterior[fit]).all(1)]
+    frow["two_step_sites"] = int(have.size)
+    if have.size < 20:
+        frow["two_step_note"] = f"only {have.size} training sites with a usable posterior"
+        return np.full(int(mask.sum()), np.nan)
+    tcfg = cfg.replace(method="two-step", loss="mse", seed=seed + fold.k, n_members=1, bias_weight=0.0)
+    # the fold's own train / validation blocks, restricted to the sites with a usable posterior
+    pos_val = np.flatnonzero(np.isin(have, fold.val))
+    pos_train = np.flatnonzero(~np.isin(have, fold.val))
+    if pos_val.size == 0:  # no posterior in the validation blocks: early-stop on one training site's block mate
+        pos_val, pos_train = pos_train[-1:], pos_train[:-1]
+    split = Split(train=pos_train, val=pos_val, test=np.zeros(0, np.int64))
+    model = train_two_step(sd.table.iloc[have].reset_index(drop=True), posterior[have], config=tcfg,
+                           split=split, covariates=cols, categorical=list(ow.categorical))
+    theta = model.predict_theta(sd.table.iloc[fold.test].reset_index(drop=True))
+    return soc_at_sites(f_test, local, obs_t, theta=theta)[mask] / 1000.0
+
+
 #: Two-sided central interval of the ensemble's predictive distribution whose coverage is reported.
 INTERVAL = 0.90
 
@@ -189,6 +235,7 @@ def cross_validate_world(world: str | OpenWorld | None = None, *, catalog: str |
                          n_folds: int = 5, block_size: float = 2.0, buffer_km: float = 0.0, seed: int = 0,
                          methods: Sequence[str] | None = None, train_config: TrainConfig | None = None,
                          ml_kind: str = "random_forest", max_distance_km: float | None = None,
+                         posterior_path: str | Path | None = None,
                          progress: Callable[[str], None] | None = None) -> CrossValResult:
     """Spatially blocked k-fold cross-validation of default CLM5, PRODA end to end and an ML baseline.
 
@@ -200,6 +247,8 @@ def cross_validate_world(world: str | OpenWorld | None = None, *, catalog: str |
         train_config: end-to-end training settings (default: the project's defaults,
             :func:`~proda_engine.workflows.default_train_config`).
         ml_kind: ``"random_forest"`` or ``"gradient_boosting"``.
+        posterior_path: site-MCMC posterior (``proda assimilate``'s ``posterior.nc``) for PRODA two-step
+            (default ``<world>/products/assimilate/posterior.nc``; two-step is left out when it is absent).
         progress: called with a short text after each fold and method.
     """
     from proda_engine.learning.baselines import fit_ml_baseline
@@ -213,6 +262,11 @@ def cross_validate_world(world: str | OpenWorld | None = None, *, catalog: str |
         raise ValueError(f"methods: unknown {unknown}; choose from {list(CV_METHODS)}")
     cfg = train_config or default_train_config()
     sd = site_data(ow, max_distance_km=max_distance_km, seed=seed)
+    posterior = _posterior_by_site(posterior_path or ow.spec.products / "assimilate" / "posterior.nc", sd)
+    if "proda_two_step" in methods and posterior is None:
+        methods.remove("proda_two_step")
+        log.info("no site posteriors for world %r: PRODA two-step left out (run `proda assimilate --world`)",
+                 ow.name)
     n = sd.observations.n_profiles
     if n < 2 * n_folds:
         raise ValueError(f"world {ow.name!r}: {n} usable sites are too few for {n_folds} folds")
@@ -246,6 +300,8 @@ def cross_validate_world(world: str | OpenWorld | None = None, *, catalog: str |
                                              {**DEMO_MCMC, "seed": seed + fold.k, "progress": False})
                 frow["batch_da"] = {**rep, "theta": theta0.tolist()}
                 pred = soc_at_sites(f_test, local, obs_t, theta=np.tile(theta0, (test.size, 1)))[mask] / 1000.0
+            elif m == "proda_two_step":
+                pred = _two_step_fold(posterior, sd, fold, cols, ow, cfg, seed, f_test, local, obs_t, mask, frow)
             elif m == "proda_e2e":
                 split = Split(train=fold.train, val=fold.val, test=test, buffer=fold.buffer)
                 kw = {"lat": sd.lat, "lon": sd.lon, "split": split, "covariates": cols,

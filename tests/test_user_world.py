@@ -226,3 +226,29 @@ def test_dashboard_opens_the_user_world(user_world, trained):
     assert np.isfinite(misfit["misfit_kg_m3"]).all() and len(misfit) > 0
     app.state.A = 10
     assert app.store.result.perturbation["A"] == pytest.approx(0.1)
+
+
+def test_assimilate_on_the_user_world_feeds_two_step_cross_validation(user_world, tmp_path):
+    """`proda assimilate --world` reads the world's own profiles and forcing (here the tidy CSV and the 0..360
+    history file) and writes posteriors where cross-validation finds them for PRODA two-step."""
+    from proda_engine.crossval import cross_validate_world
+
+    cfg = tmp_path / "assim.yaml"
+    cfg.write_text("mode: site\nscheduler: inline\nbatch_size: 40\nseed: 0\nprogress: false\n"
+                   "exclude_negative_e: false\n"
+                   "mcmc: {n_chains: 2, n_test: 40, n_formal: 80, min_test_accepts: 1, accept_window: [0.01, 0.99], "
+                   "tempering: none, mode: none}\n", encoding="utf-8")
+    assert main(["assimilate", "--config", str(cfg), "--world", WORLD, "--catalog", str(user_world["catalog"])]) == 0
+    spec = resolve_world(WORLD, user_world["catalog"])
+    post = spec.products / "assimilate" / "posterior.nc"
+    with xr.open_dataset(post) as ds:
+        assert ds.sizes["site"] >= user_world["n_profiles"] - user_world["sites_in_nan_block"] - 30
+    from proda_engine.workflows import default_train_config
+
+    res = cross_validate_world(WORLD, catalog=user_world["catalog"], n_folds=3, block_size=1.0,
+                               methods=["default_clm5", "proda_two_step"],
+                               train_config=default_train_config(max_epochs=2))
+    assert set(res.summary) == {"default_clm5", "proda_two_step"}
+    assert all(f["two_step_sites"] > 0 for f in res.folds)
+    pred = res.predictions
+    assert pred[pred.method == "proda_two_step"]["predicted_kg_m3"].notna().mean() > 0.9
