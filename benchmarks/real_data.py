@@ -12,6 +12,11 @@ Run (the default world is built on first use, ~1 min; each fold trains PRODA end
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/real_data.py [--folds 5] [--buffer-km 0] [--epochs 40]
 
+PRODA end to end uses the measured-profile defaults (workflows.MEASURED_E2E_DEFAULTS: 128-128 network,
+weight decay, bias term, 5-member ensemble). The "before" row of docs/evaluation.md is the twin's setup:
+
+    ... --set bias_weight=0 --set n_members=1 --set "hidden=[256, 512, 512, 256]" --set weight_decay=0
+
 Prints the markdown table for docs/evaluation.md and writes benchmarks/results/real_data.json.
 """
 
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from proda_engine.crossval import cross_validate_world
     from proda_engine.data.catalog import cache_dir
     from proda_engine.data.worlds import register_catalog
-    from proda_engine.workflows import default_train_config
+    from proda_engine.workflows import measured_train_config
 
     t0 = time.perf_counter()
     cat = write_catalog(cache_dir() / "catalogs", args.profiles.resolve())
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     sets = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
-    cfg = default_train_config(**({"max_epochs": args.epochs} if args.epochs else {}), **sets)
+    cfg = measured_train_config(**({"max_epochs": args.epochs} if args.epochs else {}), **sets)
     res = cross_validate_world("febr_brazil", n_folds=args.folds, block_size=args.block_size,
                                buffer_km=args.buffer_km, seed=args.seed, train_config=cfg,
                                methods=args.methods.split(",") if args.methods else None,

@@ -158,15 +158,21 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import xarray as xr
 
+    from proda_engine.data.worlds import resolve_world
     from proda_engine.learning.config import TrainConfig
-    from proda_engine.workflows import default_train_config, train_world
+    from proda_engine.workflows import default_train_config, measured_train_config, train_world
 
-    cfg = TrainConfig.from_yaml(args.config) if args.config else default_train_config(args.method)
+    world = _use_world(args)
+    if args.config:
+        cfg = TrainConfig.from_yaml(args.config)
+    elif args.method == "end-to-end" and resolve_world(world).kind == "catalog":
+        cfg = measured_train_config()  # measured profiles: the cross-validated setup (docs/evaluation.md)
+    else:
+        cfg = default_train_config(args.method)
     overrides = {k: v for k, v in (("max_epochs", args.epochs), ("seed", args.seed), ("device", args.device),
                                    ("block_size", args.block_size), ("n_members", args.members)) if v}
     cfg = cfg.replace(**overrides)
     targets = xr.open_dataset(args.targets).load() if args.targets else None
-    world = _use_world(args)
     res = train_world(world, method=args.method, config=cfg, max_sites=args.max_sites, targets=targets,
                       out=args.out, max_distance_km=args.max_distance_km)
     rep = res.report
@@ -319,9 +325,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     spec = resolve_world(args.world)
     if args.folds or spec.truth is None:
         from proda_engine.crossval import cross_validate_world
-        from proda_engine.workflows import default_train_config
+        from proda_engine.workflows import default_train_config, measured_train_config
 
-        cfg = default_train_config(**({"max_epochs": args.epochs} if args.epochs else {}))
+        make = measured_train_config if spec.kind == "catalog" else default_train_config
+        cfg = make(**({"max_epochs": args.epochs} if args.epochs else {}))
         res = cross_validate_world(args.world, n_folds=args.folds or 5, block_size=args.block_size,
                                    buffer_km=args.buffer_km, seed=args.seed, train_config=cfg,
                                    progress=lambda msg: print(f"  {msg}", flush=True))

@@ -244,7 +244,8 @@ def cross_validate_world(world: str | OpenWorld | None = None, *, catalog: str |
         n_folds, block_size, buffer_km, seed: :func:`~proda_engine.learning.splits.spatial_kfold`
             (blocks in degrees; training sites closer than ``buffer_km`` to a test site are left out).
         methods: subset of :data:`CV_METHODS` (default all).
-        train_config: end-to-end training settings (default: the project's defaults,
+        train_config: end-to-end training settings (default: for measured profiles (catalog worlds)
+            :func:`~proda_engine.workflows.measured_train_config`, for twins
             :func:`~proda_engine.workflows.default_train_config`).
         ml_kind: ``"random_forest"`` or ``"gradient_boosting"``.
         posterior_path: site-MCMC posterior (``proda assimilate``'s ``posterior.nc``) for PRODA two-step
@@ -252,7 +253,7 @@ def cross_validate_world(world: str | OpenWorld | None = None, *, catalog: str |
         progress: called with a short text after each fold and method.
     """
     from proda_engine.learning.baselines import fit_ml_baseline
-    from proda_engine.workflows import default_train_config, site_data
+    from proda_engine.workflows import default_train_config, measured_train_config, site_data
 
     t0 = time.perf_counter()
     ow = world if isinstance(world, OpenWorld) else open_world(world, catalog=catalog)
@@ -260,7 +261,7 @@ def cross_validate_world(world: str | OpenWorld | None = None, *, catalog: str |
     unknown = [m for m in methods if m not in CV_METHODS]
     if unknown:
         raise ValueError(f"methods: unknown {unknown}; choose from {list(CV_METHODS)}")
-    cfg = train_config or default_train_config()
+    cfg = train_config or (measured_train_config() if ow.spec.kind == "catalog" else default_train_config())
     sd = site_data(ow, max_distance_km=max_distance_km, seed=seed)
     posterior = _posterior_by_site(posterior_path or ow.spec.products / "assimilate" / "posterior.nc", sd)
     if "proda_two_step" in methods and posterior is None:

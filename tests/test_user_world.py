@@ -206,6 +206,9 @@ def test_evaluate_cross_validates_with_the_ml_baseline(user_world, tmp_path, cap
     r2 = 1 - ((q - o) ** 2).sum() / ((o - o.mean()) ** 2).sum()
     assert rep["pooled"]["ml_baseline"]["r2"] == pytest.approx(r2, rel=1e-9)
     assert "ML baseline" in (out / "crossval.md").read_text()
+    # measured profiles train the 5-member ensemble by default: the predictive interval's coverage is reported
+    iv = rep["info"]["interval"]
+    assert iv["members"] == 5 and 0.0 <= iv["coverage"] <= 1.0 and iv["n"] == rep["info"]["n_layers"]
 
 
 def test_dashboard_opens_the_user_world(user_world, trained):
