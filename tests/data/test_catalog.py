@@ -29,13 +29,15 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_repo_catalog_world_entries(cache: Path) -> None:
     cat = load_catalog(REPO_CATALOG)
-    assert cat.names() == ["world_forcing", "world_covariates", "world_profiles", "world_truth"]
+    assert cat.names() == ["world_forcing", "world_covariates", "world_profiles", "world_truth", "sanderman2017_socs"]
+    assert cat.names("reference_map") == ["sanderman2017_socs"] and cat.available("sanderman2017_socs")  # shipped
     world = cache / "world" / "default"
     assert cat["world_forcing"].paths == (str(world / "forcing.nc"),)
     assert cat["world_covariates"].paths == (str(world / "covariates.nc"),)
     assert cat["world_profiles"].paths == (str(world / "wosis"),)
     assert cat["world_truth"].paths == (str(world / "truth_parameters.nc"),)
-    assert {cat[n].built_by for n in cat} == {"world"}
+    assert {cat[n].built_by for n in cat if n.startswith("world_")} == {"world"}
+    assert cat["sanderman2017_socs"].built_by is None  # a committed file
     assert cat["world_profiles"].format == "wosis_2019"
     assert "ESA_Land_Cover" in cat["world_covariates"].categorical
     assert cat.names("forcing") == ["world_forcing"]
