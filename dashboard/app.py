@@ -48,6 +48,7 @@ CSS = """
 .proda-card-sub { font-size: 0.8em; color: #57606a; }
 .proda-card.up .proda-card-value { color: #1a7f37; }
 .proda-card.down .proda-card-value { color: #cf222e; }
+.proda-provenance { font-size: 0.85em; color: #57606a; padding: 2px 4px; }
 """
 
 
@@ -73,7 +74,9 @@ def warm(world: str | None = None) -> None:
     if store_mod.has_ensemble(world, state.source):  # solves every member once: do it before any session
         store_mod.ensemble_spread(world, state.source, state.depth)
     region = store_mod.resolve_region(state.region, world)
-    store_mod.sensitivity(world, region, state.depth, state.source)
+    # the default sensitivity solves 61 steady states per member the first time (minutes on the globe,
+    # then cached on disk): in its own thread, so the server starts and the bars follow when ready
+    store_mod.SENSITIVITY_EXECUTOR.submit(_warm_sensitivity, world, region, state.depth, state.source)
     # compile (or load from numba's cache) the transient kernels, so a first scenario run does not wait
     api.scenario(world, warming=1.0, years=1, source=state.source, coarsen=None, max_cells=200,
                  map_years=(), equilibrium=False)
@@ -91,6 +94,15 @@ def warm(world: str | None = None) -> None:
     # sessions or slider steps before, measured)
     gc.collect()
     gc.freeze()
+
+
+def _warm_sensitivity(world, region, depth, source) -> None:
+    try:
+        store_mod.sensitivity(world, region, depth, source)
+    except ValueError as exc:  # a preset source: the bars say why
+        log.info("no default sensitivity: %s", exc)
+    except Exception as exc:  # the sessions retry and show the error
+        log.warning("default sensitivity failed: %s", exc, exc_info=exc)
 
 
 class DashboardTemplate(pn.template.FastListTemplate):
@@ -266,9 +278,10 @@ class DashboardApp(param.Parameterized):
         scenario_row = pn.panel(lambda: scenario_panel, defer_load=True, sizing_mode="stretch_width")
         charts = pn.panel(lambda: charts_row, defer_load=True, sizing_mode="stretch_width")
         footer = pn.pane.Markdown(
-            f"World **{escape(world)}** · perturbations are relative changes of each mechanism group; the engine "
-            "re-solves every land cell's steady state (`proda_engine.api.what_if`). Tap the map for a "
-            "profile; use the box-select tool to total a box.",
+            f"World **{escape(world)}** · each slider sets the relative change of a bulk process (spec §(j)) in the "
+            "selected region; the engine finds the multiplier that realises it and re-solves every land cell's "
+            "steady state (`proda_engine.api.what_if`). Totals: coarse-fragment corrected, full cell areas, one "
+            "convention with `proda map`. Tap the map for a profile; use the box-select tool to total a box.",
             styles={"font-size": "0.85em", "color": "#57606a"},
         )
         # busy_indicator=None: the sidebar's spinner follows the solve itself; the template's header
@@ -277,7 +290,8 @@ class DashboardApp(param.Parameterized):
         return DashboardTemplate(
             title=TITLE, sidebar=[*self.controls.panel(), self.scenario.controls()],
             main=[self.totals.pane, map_card, charts, scenario_row, footer], busy_indicator=None,
-            live_panes=[*self.totals.cards.values(), self.totals.ensemble],
+            live_panes=[*self.totals.cards.values(), self.totals.ensemble, self.totals.provenance,
+                        *self.controls.realised.values()],
             sidebar_width=330, accent_base_color="#2f6f4f", header_background="#2f6f4f", main_max_width="1500px",
         )
 

@@ -6,9 +6,9 @@ region is its key in ``api.regions()``, a box drawn on the map is
 ``"box:lon_min,lon_max,lat_min,lat_max"`` (shareable too), and an uploaded polygon is
 ``"polygon:<n>"`` (only meaningful in the session that uploaded it).
 
-Perturbations are whole percent (-50..+50) because that is what the sliders show and what reads
-well in a URL (``?A=5&NPP=-10``); :meth:`DashboardState.perturbation` converts them to the engine's
-relative changes (5 -> 0.05).
+Perturbations are whole percent (-50..+50) of each bulk process (spec §(j): microbial CUE, K̄, ξ̄, V̄, Ī,
+carbon input) because that is what the sliders show and what reads well in a URL (``?K=10&NPP=-10``);
+:meth:`DashboardState.perturbation` converts them to the engine's relative changes (5 -> 0.05).
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ if tuple(_MECH_LABELS) != MECHANISMS:  # the sliders below are declared by hand;
 
 def _pert_param(code: str) -> param.Integer:
     return param.Integer(0, bounds=PERTURBATION_BOUNDS, label=f"{_MECH_LABELS[code]} ({code}), %",
-                         doc=f"Relative change of the '{_MECH_LABELS[code]}' mechanism group, in percent.")
+                         doc=f"Relative change of the region's {_MECH_LABELS[code]} (the bulk process of spec "
+                             f"(j)), in percent; the engine finds the change of the model that realises it.")
 
 
 def box_key(lon_min: float, lon_max: float, lat_min: float, lat_max: float) -> str:

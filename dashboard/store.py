@@ -63,6 +63,10 @@ ENGINE_LOCK = threading.Lock()
 #: Sites used for the misfit layer and its colour limits (all of the default world's ~2,000 fit easily).
 MAX_MISFIT_SITES = 5000
 
+#: Seconds without a new request before the ensemble members are solved (phase 2): while a user steps a
+#: slider, member solves (~0.2 s each on the globe) would otherwise hold up the next step's solve.
+UNCERTAINTY_DELAY = 1.0
+
 #: Half-width of the change colour scale as a fraction of the baseline stock's 98th percentile:
 #: CUE +10 % already changes stocks by ~30 % in the twin world, so a narrower scale saturates at once.
 CHANGE_SCALE = 0.5
@@ -75,10 +79,19 @@ CHANGE_SCALE = 0.5
 #: One thread keeps one warm team (the solves were serialised by ENGINE_LOCK anyway).
 ENGINE_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="proda-engine")
 
+#: The spec's sensitivity solves 61 steady states per ensemble member the first time a source is shown
+#: (minutes on the globe; cached on disk afterwards): in a thread of its own, so it never holds up a slider.
+SENSITIVITY_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="proda-sensitivity")
+
 
 async def _in_engine_thread(fn, *args):
     """Run ``fn(*args)`` in :data:`ENGINE_EXECUTOR` without blocking the event loop."""
     return await asyncio.get_running_loop().run_in_executor(ENGINE_EXECUTOR, fn, *args)
+
+
+async def _in_sensitivity_thread(fn, *args):
+    """Run ``fn(*args)`` in :data:`SENSITIVITY_EXECUTOR` without blocking the event loop or the sliders."""
+    return await asyncio.get_running_loop().run_in_executor(SENSITIVITY_EXECUTOR, fn, *args)
 
 
 def _held():
@@ -222,13 +235,26 @@ def observed_sites(world: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 @functools.lru_cache(maxsize=64)
 def sensitivity(world: str | None, region: api.Region, depth: str, source: str | None) -> dict[str, dict[str, float]]:
-    """``api.sensitivity`` (12 solves), cached per process by (region, depth, source).
-
-    Deliberately *not* under :data:`ENGINE_LOCK`: on the globe it takes tens of seconds, and holding
-    the lock that long would freeze every slider. The engine's read paths tolerate this (see the
-    report: an engine-side lock is requested).
-    """
+    """``api.sensitivity`` (the spec's method, exactly ``proda sensitivity``), cached per process by
+    (region, depth, source). The first call per source solves 61 steady states per ensemble member in a
+    separate engine (cached on disk); later regions and depths only aggregate. Not under
+    :data:`ENGINE_LOCK`: it never touches the sliders' engine caches."""
     return api.sensitivity(region=region, depth=depth, source=source, world=world)
+
+
+@functools.lru_cache(maxsize=16)
+def provenance(world: str | None, source: str | None) -> dict[str, str]:
+    """``api.provenance`` once per (world, source): which world and data the numbers come from."""
+    return api.provenance(source, world)
+
+
+def provenance_tag(world: str | None, source: str | None) -> str:
+    """A few words for titles: "synthetic twin 'default'" or "measured profiles, world 'x'"."""
+    info = provenance(world, source)
+    name = info.get("world", "")
+    if info.get("world_kind") == "catalog":
+        return f"measured profiles, world '{name}'"
+    return f"synthetic twin '{name}'"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,17 +399,28 @@ def parse_geojson_upload(data: bytes | None, filename: str | None = None) -> api
 # ---------------------------------------------------------------------------------------------
 
 
-def netcdf_bytes(result: api.WhatIfResult) -> bytes:
-    """The current maps as netCDF-4 bytes, with totals and the perturbation in the attributes."""
+def _uncertainty_items(uncertainty: dict | None) -> list[tuple[str, float | int]]:
+    """The ensemble's mean and s.d. of every regional number (scalars only) for the downloads."""
+    if not uncertainty:
+        return []
+    return [(f"ensemble_{k}", v) for k, v in uncertainty.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)]
+
+
+def netcdf_bytes(result: api.WhatIfResult, uncertainty: dict | None = None) -> bytes:
+    """The current maps as netCDF-4 bytes, with totals, the requested and realised changes, where the
+    numbers come from (world, data, note) and, with an ensemble, its mean and s.d., in the attributes."""
     ds = result.maps.copy()
     ds.attrs.update({f"perturbation_{k}": float(v) for k, v in result.perturbation.items()})
-    ds.attrs.update({f"total_{k}": v for k, v in result.totals.items() if isinstance(v, int | float)})
+    ds.attrs.update({f"total_{k}": v for k, v in result.totals.items() if isinstance(v, int | float | str)})
+    ds.attrs.update(dict(_uncertainty_items(uncertainty)))
     ds.attrs["title"] = "PRODA what-if (api.what_if)"
     return bytes(ds.to_netcdf())
 
 
-def csv_bytes(result: api.WhatIfResult) -> bytes:
-    """Totals and the perturbation as a two-column CSV (key, value)."""
+def csv_bytes(result: api.WhatIfResult, uncertainty: dict | None = None) -> bytes:
+    """Totals (with where the numbers come from), the requested and realised changes and, with an
+    ensemble, its mean and s.d. of every number, as a two-column CSV (key, value)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["key", "value"])
@@ -391,6 +428,8 @@ def csv_bytes(result: api.WhatIfResult) -> bytes:
         writer.writerow([k, v])
     for k, v in result.perturbation.items():
         writer.writerow([f"perturbation_{k}", v])
+    for k, v in _uncertainty_items(uncertainty):
+        writer.writerow([k, v])
     return buf.getvalue().encode("utf-8")
 
 
@@ -425,8 +464,11 @@ def png_bytes(result: api.WhatIfResult, variable: str, clim: tuple[float, float]
     ax.set_xlabel("longitude (°E)")
     ax.set_ylabel("latitude (°N)")
     t = result.totals
-    pert = ", ".join(f"{k} {100 * v:+.0f} %" for k, v in result.perturbation.items() if v) or "no perturbation"
-    ax.set_title(f"{da.attrs.get('long_name', variable)} — {t['region']}, {t['source']}\n{pert}", fontsize=10)
+    pert = ", ".join(f"{api.BULK_SYMBOL[k]} {100 * v:+.0f} %" for k, v in result.perturbation.items() if v
+                     ) or "no change"
+    note = str(t.get("note", ""))
+    ax.set_title(f"{da.attrs.get('long_name', variable)} — {t['region']}, {t['source']}\n{pert}"
+                 + (f"\n{note}" if note else ""), fontsize=9)
     fig.colorbar(im, ax=ax, label=f"{da.attrs.get('long_name', variable)} ({da.attrs.get('units', '')})",
                  shrink=0.8)
     buf = io.BytesIO()
@@ -509,7 +551,7 @@ class Outcome:
     profile_baseline: xr.Dataset | None
     layer: MapLayer | None = None
     misfit: object = None  # per-site DataFrame when the misfit layer is shown
-    ensemble: dict | None = None  # api.ensemble_totals for region/depth/source, None without an ensemble
+    ensemble: dict | None = None  # api.ensemble_totals (baseline) for region/depth/source, None without one
     note: str = ""  # e.g. "no ensemble for this source": shown as the message, the result still applies
 
 
@@ -519,15 +561,20 @@ class ResultStore(param.Parameterized):
     Views watch the output parameters (``result``, ``layer``, ``profile``, ``comparison``, ``sensitivity``,
     ``message``); each output has exactly one writer, so views never race each other.
 
-    A request runs in two phases so a slider step repaints the map as early as possible: phase 1 solves
-    and builds the map layer, cards and profile; phase 2 (only while the scatter is on screen,
-    ``want_comparison``) interpolates the model to the observed horizons for the scatter.
+    A request runs in phases so a slider step repaints the map as early as possible: phase 1 solves
+    and builds the map layer, cards and profile; phase 2, where the source has an ensemble, solves every
+    member under the same request for the +- s.d. of the cards, the change and the profile
+    (``uncertainty``; abandoned between members when a newer request arrives); and (only while the
+    scatter is on screen, ``want_comparison``) the model is interpolated to the observed horizons.
     """
 
     result = param.ClassSelector(class_=api.WhatIfResult, default=None, doc="Current what-if result.")
     layer = param.ClassSelector(class_=MapLayer, default=None, doc="What the map image shows.")
     misfit = param.Parameter(default=None, doc="Per-site model-minus-observation (misfit layer only).")
-    ensemble = param.Dict(default=None, allow_None=True, doc="Ensemble mean/sd of the regional total, if any.")
+    ensemble = param.Dict(default=None, allow_None=True, doc="Ensemble mean/sd of the baseline total, if any.")
+    uncertainty = param.Dict(default=None, allow_None=True,
+                             doc="api.ensemble_what_if for the current request (None until solved or without "
+                                 "an ensemble).")
     profile = param.ClassSelector(class_=xr.Dataset, default=None, doc="Perturbed SOC profile at the tap.")
     profile_baseline = param.ClassSelector(class_=xr.Dataset, default=None, doc="Baseline SOC profile at the tap.")
     profile_cell = param.Tuple(default=None, length=2, allow_None=True,
@@ -537,6 +584,7 @@ class ResultStore(param.Parameterized):
     tap = param.Tuple(default=None, length=2, allow_None=True, doc="(lon, lat) of the last tap on the map.")
     sensitivity = param.Dict(default=None, allow_None=True, doc="api.sensitivity for region/depth/source.")
     sensitivity_key = param.Parameter(default=None, doc="(region, depth, source) the sensitivity belongs to.")
+    sensitivity_note = param.String(default="", doc="Why there is no sensitivity (e.g. a preset source).")
     busy = param.Boolean(default=False, doc="A solve is running.")
     message = param.String(default="", doc="Last error, for the alert pane and a notification.")
     version = param.Integer(default=0, doc="Counts applied results (tests wait on it).")
@@ -554,6 +602,8 @@ class ResultStore(param.Parameterized):
         self._sens_running = False
         self._cmp_running = False
         self._cmp_key: tuple | None = None  # (region, source, perturbation) of the current comparison
+        self._unc_running = False
+        self._unc_key: tuple | None = None  # the request the current uncertainty belongs to
         # precedence 1: after the controls (precedence 0), which may first swap an unavailable variable
         state.param.watch(self._on_selection, ["region", "depth", "source", "variable", *MECHANISMS], precedence=1)
         self.param.watch(lambda e: self.refresh_comparison() if e.new else None, "want_comparison")
@@ -581,7 +631,8 @@ class ResultStore(param.Parameterized):
             prof = prof0 = None
             if req.tap is not None:
                 lon, lat = req.tap
-                prof = api.profile(lat, lon, perturbation=pert, source=req.source, world=self.world)
+                prof = api.profile(lat, lon, perturbation=pert, source=req.source, world=self.world,
+                                   region=req.region)
                 prof0 = api.profile(lat, lon, perturbation=None, source=req.source, world=self.world)
         layer, misfit, note = self._layer(req, result, pert)
         ensemble = None
@@ -596,20 +647,22 @@ class ResultStore(param.Parameterized):
         variable, depth = req.variable, req.depth
         clim = color_limits(self.world, req.source, depth, variable)
         label = variable_label(variable)
+        tag = provenance_tag(self.world, req.source)
         if variable.startswith(PARAM_PREFIX):
             name = variable[len(PARAM_PREFIX):]
             if pert:
                 with ENGINE_LOCK:
-                    da = api.parameter_map(name, req.source, self.world, perturbation=pert)
+                    da = api.parameter_map(name, req.source, self.world, perturbation=pert, region=req.region)
             else:
                 da = parameter_field(self.world, req.source, name)
             units = da.attrs.get("units", "")
-            return make_layer(da, variable, clim, f"parameter {label} ({units})"), None, ""
+            return make_layer(da, variable, clim, f"parameter {label} ({units}) — {tag}"), None, ""
         if variable == SPREAD_VARIABLE:
             sd = ensemble_spread(self.world, req.source, depth)
             if sd is not None:
                 n = sd.attrs.get("n_members", "?")
-                return (make_layer(sd, variable, clim, f"{label}, {depth}, {n} members (kg C m-2)"), None, "")
+                return (make_layer(sd, variable, clim, f"{label}, {depth}, {n} members (kg C m-2) — {tag}"), None,
+                        "")
             note = f"no ensemble for source {req.source!r}: showing the SOC stock"
             variable = "soc_stock"
             clim, label = color_limits(self.world, req.source, depth, variable), variable_label(variable)
@@ -628,12 +681,11 @@ class ResultStore(param.Parameterized):
             return (make_layer(stock, variable, color_limits(self.world, req.source, depth, "soc_stock"),
                                f"model − observation at sites (kg C m-3; blue < 0 < red, scale ±"
                                f"{color_limits(self.world, req.source, depth, MISFIT_VARIABLE)[1]:.3g}) "
-                               f"over SOC stock {depth}",
+                               f"over SOC stock {depth} — {tag}",
                                cmap="Greys", colorbar=False, label="SOC stock"), misfit, note)
         da = result.maps[variable]
         units = da.attrs.get("units", "")
-        depth_txt = f", {depth}" if variable in ("soc_stock", "soc_change") else ""
-        return make_layer(da, variable, clim, f"{label}{depth_txt} ({units})"), None, note
+        return make_layer(da, variable, clim, f"{label}, {depth} ({units}) — {tag}"), None, note
 
     def _apply(self, out: Outcome) -> None:
         cell = (out.profile.attrs["lon"], out.profile.attrs["lat"]) if out.profile is not None else None
@@ -642,6 +694,8 @@ class ResultStore(param.Parameterized):
         update = dict(result=out.result, layer=out.layer, misfit=out.misfit, ensemble=out.ensemble,
                       profile=out.profile, profile_baseline=out.profile_baseline, message=out.note,
                       version=self.version + 1, busy=False)
+        if self._unc_key != self._uncertainty_key_of(self._request()):
+            update["uncertainty"] = None  # the +- of another request must not stand next to these numbers
         if cell != self.profile_cell:  # the marker re-renders only when the cell changes
             update["profile_cell"] = cell
         # Served: hold the session's document so the map, five cards, ensemble card and spinner go to
@@ -680,6 +734,7 @@ class ResultStore(param.Parameterized):
         except Exception as exc:  # any failure becomes a message
             self.fail(exc, "what-if")
             return
+        self.refresh_uncertainty()
         self.refresh_comparison()
         self.refresh_sensitivity()
 
@@ -706,8 +761,72 @@ class ResultStore(param.Parameterized):
             self._running = False
             self.busy = False
         if not self.message:
+            self.refresh_uncertainty()
             self.refresh_comparison()
             self.refresh_sensitivity()
+
+    # -- ensemble +- s.d. (phase 2, where the source has an ensemble) ----------------------------
+    def _uncertainty_key_of(self, req: Request) -> tuple | None:
+        if not has_ensemble(self.world, req.source):
+            return None
+        return (req.region, req.depth, req.source, req.perturbation, req.tap)
+
+    def _uncertainty_key(self) -> tuple | None:
+        if self.result is None:
+            return None
+        return self._uncertainty_key_of(self._request())
+
+    def _compute_uncertainty(self, key: tuple, generation: int | None = None):
+        region, depth, source, pert, tap = key
+        stop = None if generation is None else (lambda: generation != self._requested)
+        lon, lat = tap if tap is not None else (None, None)
+        with ENGINE_LOCK:
+            return api.ensemble_what_if(dict(pert), region=region, depth=depth, source=source, world=self.world,
+                                        lat=lat, lon=lon, should_stop=stop)
+
+    def refresh_uncertainty(self) -> None:
+        """Solve the ensemble members under the current request (after the map and cards are shown)."""
+        try:
+            key = self._uncertainty_key()
+        except Exception as exc:
+            self.fail(exc, "ensemble")
+            return
+        if key is None or key == self._unc_key:
+            return
+        if not self.background:
+            try:
+                self.uncertainty, self._unc_key = self._compute_uncertainty(key), key
+            except Exception as exc:
+                self.fail(exc, "ensemble")
+            return
+        param.parameterized.async_executor(self._uncertainty_async)
+
+    async def _uncertainty_async(self) -> None:
+        if self._unc_running:
+            return
+        self._unc_running = True
+        try:
+            while True:
+                generation = self._requested
+                await asyncio.sleep(UNCERTAINTY_DELAY)
+                if self._running:  # a newer request is being solved: it starts phase 2 again when done
+                    break
+                if generation != self._requested:  # a newer request was applied meanwhile: wait again
+                    continue
+                key = self._uncertainty_key()
+                if key is None or key == self._unc_key:
+                    break
+                try:
+                    unc = await _in_engine_thread(self._compute_uncertainty, key, generation)
+                except Exception as exc:
+                    self.fail(exc, "ensemble")
+                    break
+                if unc is not None and key == self._uncertainty_key():
+                    self._unc_key = key
+                    with _held():
+                        self.uncertainty = unc
+        finally:
+            self._unc_running = False
 
     # -- observed vs modelled (phase 2, only while the scatter is visible) ------------------
     def _comparison_key(self) -> tuple | None:
@@ -772,7 +891,9 @@ class ResultStore(param.Parameterized):
             return
         if not self.background:
             try:
-                self.param.update(sensitivity=sensitivity(self.world, *key), sensitivity_key=key)
+                self.param.update(sensitivity=sensitivity(self.world, *key), sensitivity_key=key, sensitivity_note="")
+            except ValueError as exc:  # e.g. a preset without unit-interval parameters: a note, not an error
+                self.param.update(sensitivity={}, sensitivity_key=key, sensitivity_note=str(exc))
             except Exception as exc:
                 self.fail(exc, "sensitivity")
             return
@@ -788,14 +909,17 @@ class ResultStore(param.Parameterized):
                 if key is None or key == self.sensitivity_key:
                     break
                 # show "computing" instead of a stale chart for the previous region
-                self.param.update(sensitivity=None, sensitivity_key=None)
+                self.param.update(sensitivity=None, sensitivity_key=None, sensitivity_note="")
+                note = ""
                 try:
-                    sens = await _in_engine_thread(sensitivity, self.world, *key)
+                    sens = await _in_sensitivity_thread(sensitivity, self.world, *key)
+                except ValueError as exc:  # a preset without unit-interval parameters: a note, not an error
+                    sens, note = {}, str(exc)
                 except Exception as exc:
                     self.fail(exc, "sensitivity")
                     break
                 if key == self._sens_key():
-                    self.param.update(sensitivity=sens, sensitivity_key=key)
+                    self.param.update(sensitivity=sens, sensitivity_key=key, sensitivity_note=note)
         finally:
             self._sens_running = False
 

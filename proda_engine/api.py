@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
@@ -23,7 +24,14 @@ from proda_engine import __version__
 from proda_engine.grid import DEPTH_INTERVALS
 from proda_engine.parameters import GROUP_LABELS, physical_table
 from proda_engine.products.regions import KOPPEN_GROUPS, KOPPEN_LABELS, LANDCOVER_GROUPS, Region
-from proda_engine.products.whatif import MECHANISM_LABELS, WhatIfEngine, WhatIfResult
+from proda_engine.products.whatif import (
+    BULK_SYMBOL,
+    BULK_TOLERANCE,
+    MECHANISM_LABELS,
+    MECHANISMS,
+    WhatIfEngine,
+    WhatIfResult,
+)
 
 #: Parameter sources in the order the dashboard offers them, with labels.
 SOURCE_LABELS: dict[str, str] = {
@@ -36,6 +44,8 @@ SOURCE_LABELS: dict[str, str] = {
 }
 
 __all__ = [
+    "BULK_SYMBOL",
+    "BULK_TOLERANCE",
     "DEPTH_INTERVALS",
     "GROUP_LABELS",
     "MECHANISM_LABELS",
@@ -47,6 +57,7 @@ __all__ = [
     "depth_intervals",
     "ensemble_spread",
     "ensemble_totals",
+    "ensemble_what_if",
     "has_ensemble",
     "mechanisms",
     "observed_sites",
@@ -55,6 +66,7 @@ __all__ = [
     "parameter_table",
     "polygon_region",
     "profile",
+    "provenance",
     "read_forcing",
     "reference_comparison",
     "reference_map",
@@ -193,8 +205,44 @@ def parameter_sources(world: str | None = None) -> dict[str, str]:
 
 
 def mechanisms() -> dict[str, str]:
-    """Mechanisms the what-if perturbs: code -> label (A, K, Xi, V, I, NPP)."""
+    """Mechanisms the what-if changes: code -> label of the bulk process (A, K, Xi, V, I, NPP)."""
     return dict(MECHANISM_LABELS)
+
+
+#: What the numbers of each parameter source are, by the kind of world (``{world}`` is its name).
+_SOURCE_NOTES: dict[str, dict[str, str]] = {
+    "builtin": {
+        "proda_e2e": "PRODA trained on the synthetic twin's simulated profiles: a test of the method on a "
+                     "synthetic world, not estimates for the real Earth",
+        "proda_two_step": "PRODA (two-step) trained on the synthetic twin's simulated profiles: not the real Earth",
+        "batch_da": "one parameter set fitted to the synthetic twin's simulated profiles: not the real Earth",
+        "twin_truth": "the known parameter field that generated the synthetic twin: not the real Earth",
+        "default_clm5": "CLM5 default parameters on the synthetic twin world's forcing",
+        "midpoint": "prior-midpoint parameters on the synthetic twin world's forcing",
+    },
+    "catalog": {
+        "proda_e2e": "PRODA trained on the measured profiles of catalog world {world}",
+        "proda_two_step": "PRODA (two-step) trained on the measured profiles of catalog world {world}",
+        "batch_da": "one parameter set fitted to the measured profiles of catalog world {world}",
+        "default_clm5": "CLM5 default parameters on catalog world {world}'s forcing",
+        "midpoint": "prior-midpoint parameters on catalog world {world}'s forcing",
+    },
+}
+
+
+def provenance(source: str | None = None, world: str | None = None) -> dict[str, str]:
+    """Where the numbers of ``source`` on ``world`` come from: ``world``, ``world_kind`` (builtin synthetic
+    twin | catalog), ``data_kind``, ``source``, ``source_label`` and ``note`` (one sentence for card
+    titles, map titles and downloads, so twin numbers are never shown as the real Earth's)."""
+    eng = world_engine(world)
+    source = source or next(iter(eng.sources))
+    info = eng.provenance() or {"world": world or world_name(), "world_kind": "builtin",
+                                "data_kind": "synthetic twin"}
+    kind = info.get("world_kind", "builtin")
+    note = _SOURCE_NOTES.get(kind, {}).get(source, "{source} parameters on world {world}")
+    info.update(source=source, source_label=SOURCE_LABELS.get(source, source),
+                note=note.format(world=repr(info.get("world", "")), source=source))
+    return info
 
 
 def depth_intervals() -> list[str]:
@@ -234,28 +282,134 @@ def polygon_region(geojson: str, label: str = "polygon") -> Region:
     return Region("polygon", geojson, label)
 
 
+def _region(region: str | Region, world: str | None) -> Region:
+    return regions(world)[region] if isinstance(region, str) else region
+
+
 def what_if(perturbation: dict[str, float] | None = None, *, region: str | Region = "globe",
-            depth: str = "0-100cm", source: str | None = None, world: str | None = None) -> WhatIfResult:
-    """Perturb mechanisms (relative change per group, e.g. ``{"A": 0.05}`` = CUE +5 %), re-solve every
-    cell and return maps (``soc_stock``, ``soc_stock_baseline``, ``soc_change``, ``turnover``, ``cue``)
-    and regional totals (Pg C, change vs baseline, turnover mean/median, mean CUE)."""
+            depth: str = "0-100cm", source: str | None = None, world: str | None = None,
+            space: str = "bulk") -> WhatIfResult:
+    """Change bulk processes, re-solve every cell and return maps and regional totals.
+
+    ``{"K": 0.1}`` raises the baseline decomposition rate K̄ of the region by 10 % (faster decay, less
+    SOC); ``{"A": 0.05}`` the microbial CUE by 5 %; likewise ``Xi`` (ξ̄), ``V`` (V̄), ``I`` (Ī), ``NPP``
+    (carbon input). The engine finds the multiplier that realises each change in ``region`` (within
+    :data:`BULK_TOLERANCE`) and reports it: ``result.realised`` (every bulk process's relative change in
+    the region), ``result.multipliers``, ``totals["bulk_converged"]``. ``space="theta"`` is the spec's
+    unit-interval perturbation (theta_i <- theta_i (1 + q), what ``proda sensitivity`` perturbs);
+    ``space="multiplier"`` applies the multipliers 1 + value directly.
+
+    Maps: ``soc_stock``, ``soc_stock_baseline``, ``soc_change`` (kg C m-2, coarse-fragment corrected),
+    ``turnover`` (yr) and ``cue`` of the depth interval. Totals: Pg C (one convention with ``proda map``:
+    ``totals["totals_convention"]``), change vs baseline, turnover and CUE mean/median (unweighted over
+    cells, as the spec) and area-weighted mean, and where the numbers come from (``world``,
+    ``data_kind``, ``note``: see :func:`provenance`).
+    """
     eng = world_engine(world)
-    reg = regions(world)[region] if isinstance(region, str) else region
-    return eng.what_if(perturbation, region=reg, depth=depth, source=source)
+    res = eng.what_if(perturbation, region=_region(region, world), depth=depth, source=source, space=space)
+    info = provenance(res.totals["source"], world)
+    res.totals.update(source_label=info["source_label"], note=info["note"])
+    res.maps.attrs.update(source_label=info["source_label"], note=info["note"])
+    return res
+
+
+_CURVES: dict[tuple, list] = {}
+_CURVES_LOCK = threading.Lock()  # concurrent sessions wait for one solve of the same curves
+
+
+def _sensitivity_curves(world: str | None, source: str):
+    """Per-cell curves of the spec's sensitivity for ``source``: one per ensemble member when the world
+    has an ensemble product for it, else one. Solved once, kept on disk (float32 ``.npy`` per member in
+    the world's cache, keyed by a digest of the parameters), read memory-mapped and kept per process
+    (per engine and members file)."""
+    from proda_engine.products.layers import members_path
+
+    eng = world_engine(world)
+    if source not in eng.sources or isinstance(eng.sources[source], str):
+        raise ValueError(f"source {source!r} has no unit-interval parameters: the spec's sensitivity perturbs "
+                         "theta (choose a trained source, the twin truth or the midpoint)")
+    path = members_path(eng.world.root, source) if eng.world is not None else None
+    stamp = (path.stat().st_size, path.stat().st_mtime_ns) if path is not None and path.exists() else None
+    key = (id(eng), source, stamp)
+    with _CURVES_LOCK:
+        if key not in _CURVES:
+            _CURVES[key] = _solve_curves(eng, source, path if stamp is not None else None)
+        return _CURVES[key]
+
+
+def _solve_curves(eng: WhatIfEngine, source: str, members: Path | None):
+    import hashlib
+    import tempfile
+
+    from proda_engine.products.layers import load_member_thetas
+    from proda_engine.products.sensitivity import LEVELS, CellCurves, cell_curves
+
+    thetas = load_member_thetas(members, eng) if members is not None else [eng.sources[source]]
+    h = hashlib.blake2b(digest_size=12)
+    for th in thetas:
+        h.update(np.ascontiguousarray(th).tobytes())
+    root = eng.world.cache if eng.world is not None else Path(tempfile.gettempdir()) / "proda-sensitivity"
+    folder = root / "sensitivity" / f"{source}-v1-{h.hexdigest()}"
+    out = []
+    for m, th in enumerate(thetas):
+        files = {k: folder / f"member{m}_{k}.npy" for k in ("raw", "metric", "cin")}
+        if not all(f.exists() for f in files.values()):
+            solver = WhatIfEngine(None, {"member": th}, grid=eng.grid, closure=eng.closure, cache_size=2,
+                                  parts_budget=256 * 1024**2, cells=(eng.forcing, eng.cells, eng.lat, eng.lon))
+            cc = cell_curves(solver, "member")
+            folder.mkdir(parents=True, exist_ok=True)
+            for k, f in files.items():
+                tmp = f.with_name(f".{f.stem}.tmp.npy")
+                np.save(tmp, getattr(cc, k))
+                os.replace(tmp, f)
+        arr = {k: np.load(f, mmap_mode="r") for k, f in files.items()}
+        out.append(CellCurves(tuple(MECHANISMS), LEVELS, arr["raw"], arr["metric"], np.asarray(arr["cin"])))
+    return out
 
 
 def sensitivity(*, region: str | Region = "globe", depth: str = "whole", source: str | None = None,
-                world: str | None = None, step: float = 0.10) -> dict[str, dict[str, float]]:
-    """Per-mechanism response of the regional SOC total: elasticity and the +1 % effect in Pg C."""
+                world: str | None = None) -> dict[str, dict[str, float]]:
+    """The spec §(j) "+1 % bulk-process" sensitivity of the regional SOC total of ``depth``.
+
+    Exactly ``proda sensitivity --region ... --depth ...``: theta_i <- theta_i (1 + q) at the spec's 11
+    levels per group, elasticity b of ln S against ln(1 + R) with R the region's mean relative change of
+    the bulk process, +1 % effect S0 (1.01^b - 1). Per ensemble member when the world holds an ensemble
+    for ``source`` (mean and s.d. over members), else one member. The first call per source solves
+    61 steady states per member (cached on disk); later calls for any region or depth only aggregate.
+
+    Returns mechanism -> ``plus1pct_pg`` (+1 % effect, Pg C), ``plus1pct_sd_pg`` (s.d. over members, NaN
+    for one), ``elasticity``/``elasticity_sd``, ``stock_pg`` (S_G(0) over the cells valid at every level),
+    ``baseline_pg`` (over every valid cell: the cards' total), ``plus1pct_turnover_yr`` (mean turnover of the
+    interval) and its s.d., ``change_for_double`` and ``change_for_plus10pct`` (relative process changes),
+    ``n_members`` and ``n_cells``.
+    """
+    from proda_engine.products.sensitivity import sensitivity_from_curves
+
     eng = world_engine(world)
-    reg = regions(world)[region] if isinstance(region, str) else region
-    return eng.sensitivity(region=reg, depth=depth, source=source, step=step)
+    source = source or next(iter(eng.sources))
+    curves = _sensitivity_curves(world, source)
+    sel = eng.cell_mask(_region(region, world))
+    res = sensitivity_from_curves(curves, area=eng.cell_area, cf=eng.cf, cell_mask=sel, depth=depth)
+    out = {}
+    for _, r in res.summary().iterrows():
+        out[str(r["group"])] = {
+            "plus1pct_pg": float(r["plus1pct_stock_pg_mean"]), "plus1pct_sd_pg": float(r["plus1pct_stock_pg_sd"]),
+            "elasticity": float(r["elasticity_stock_mean"]), "elasticity_sd": float(r["elasticity_stock_sd"]),
+            "stock_pg": float(r["stock_pg_mean"]), "baseline_pg": float(r["baseline_stock_pg_mean"]),
+            "plus1pct_turnover_yr": float(r["plus1pct_turnover_yr_mean"]),
+            "plus1pct_turnover_sd_yr": float(r["plus1pct_turnover_yr_sd"]),
+            "change_for_double": float(r["change_for_double_stock_mean"]),
+            "change_for_plus10pct": float(r["change_for_plus10pct_stock_mean"]),
+            "n_members": int(r["n_members"]), "n_cells": int(r["n_cells_mean"]),
+        }
+    return out
 
 
 def profile(lat: float, lon: float, *, perturbation: dict[str, float] | None = None, source: str | None = None,
-            world: str | None = None) -> xr.Dataset:
-    """SOC density by depth at the valid cell nearest to (lat, lon)."""
-    return world_engine(world).profile(lat, lon, source=source, perturbation=perturbation)
+            world: str | None = None, region: str | Region = "globe", space: str = "bulk") -> xr.Dataset:
+    """SOC density by depth at the valid cell nearest to (lat, lon) (a bulk request realised in ``region``)."""
+    return world_engine(world).profile(lat, lon, source=source, perturbation=perturbation,
+                                       region=_region(region, world), space=space)
 
 
 @functools.lru_cache(maxsize=4)
@@ -307,12 +461,11 @@ def observed_sites(world: str | None = None) -> pd.DataFrame:
 
 def site_comparison(*, source: str | None = None, region: str | Region = "globe",
                     perturbation: dict[str, float] | None = None, world: str | None = None,
-                    max_sites: int | None = 3000) -> tuple[pd.DataFrame, dict[str, float]]:
+                    max_sites: int | None = 3000, space: str = "bulk") -> tuple[pd.DataFrame, dict[str, float]]:
     """Observed vs modelled SOC per horizon (kg C m-3) at sites in a region, with pooled metrics
     (RMSE, MAE, Nash–Sutcliffe E, ...); the model is the site's nearest land cell, PCHIP in depth."""
-    reg = regions(world)[region] if isinstance(region, str) else region
     return _site_set(world).comparison(world_engine(world), source=source, perturbation=perturbation,
-                                       region=reg, max_sites=max_sites)
+                                       region=_region(region, world), max_sites=max_sites, space=space)
 
 
 def coastlines() -> list[np.ndarray]:
@@ -328,25 +481,29 @@ def coastlines() -> list[np.ndarray]:
 
 
 def parameter_map(name: str, source: str | None = None, world: str | None = None, *,
-                  perturbation: dict[str, float] | None = None) -> xr.DataArray:
+                  perturbation: dict[str, float] | None = None, region: str | Region = "globe",
+                  space: str = "bulk") -> xr.DataArray:
     """One of the 21 parameters of ``source`` on the (lat, lon) grid: the physical value (``units``,
-    ``long_name``, ``lower``, ``upper``, ``group`` in attrs) with the unit-interval ``theta`` as a 2-D
-    coordinate; under ``perturbation`` the values the what-if solve used. NaN off land."""
+    ``long_name``, ``lower``, ``upper``, ``group``, ``multiplier`` in attrs) with the unit-interval ``theta``
+    as a 2-D coordinate; under ``perturbation`` the values the what-if solve used. NaN off land."""
     from proda_engine.products.layers import parameter_map as _pmap
 
-    return _pmap(world_engine(world), name, source, perturbation)
+    return _pmap(world_engine(world), name, source, perturbation, region=_region(region, world), space=space)
 
 
 _MEMBER_CACHE = None
 
 
-def _member_stocks(source: str | None, world: str | None):
-    """Solved ensemble members of ``source`` (cached per process), or None if the world has none."""
+def _members(source: str | None, world: str | None):
+    """The ensemble members of ``source`` (:class:`~proda_engine.products.layers.MemberEnsemble`, cached per
+    process), or None if the world has none."""
     global _MEMBER_CACHE
     from proda_engine.products.layers import MemberCache, members_path
 
     eng = world_engine(world)
     source = source or next(iter(eng.sources))
+    if eng.world is None:
+        return None
     path = members_path(eng.world.root, source)
     if not path.exists():
         return None
@@ -360,25 +517,58 @@ def has_ensemble(source: str | None = None, world: str | None = None) -> bool:
     from proda_engine.products.layers import members_path
 
     eng = world_engine(world)
-    return members_path(eng.world.root, source or next(iter(eng.sources))).exists()
+    return eng.world is not None and members_path(eng.world.root, source or next(iter(eng.sources))).exists()
 
 
-def ensemble_spread(depth: str, source: str | None = None, world: str | None = None) -> xr.DataArray | None:
-    """Across-member s.d. of the unperturbed SOC stock map (kg C m-2) when the world has an ensemble
-    product for ``source``; None otherwise. Each member is solved once per process, then cached."""
-    ms = _member_stocks(source, world)
-    return None if ms is None else ms.spread(depth, source or next(iter(world_engine(world).sources)))
+def ensemble_spread(depth: str, source: str | None = None, world: str | None = None, *,
+                    perturbation: dict[str, float] | None = None, region: str | Region = "globe",
+                    space: str = "bulk") -> xr.DataArray | None:
+    """Across-member s.d. of the SOC stock map (kg C m-2) under ``perturbation`` (unperturbed by default)
+    when the world has an ensemble product for ``source``; None otherwise."""
+    ms = _members(source, world)
+    if ms is None:
+        return None
+    eng = world_engine(world)
+    source = source or next(iter(eng.sources))
+    key = eng.resolve(source, perturbation, space=space, region=_region(region, world))
+    return ms.spread(depth, source, key)
 
 
 def ensemble_totals(*, region: str | Region = "globe", depth: str = "0-100cm", source: str | None = None,
                     world: str | None = None) -> dict[str, float] | None:
     """Regional SOC total over the ensemble members (Pg C): ``mean_pg``, ``sd_pg``, ``n_members``;
     None when the world has no ensemble for ``source``."""
-    ms = _member_stocks(source, world)
+    ms = _members(source, world)
     if ms is None:
         return None
-    reg = regions(world)[region] if isinstance(region, str) else region
-    return ms.totals(depth, reg)
+    return ms.totals(depth, _region(region, world))
+
+
+def ensemble_what_if(perturbation: dict[str, float] | None = None, *, region: str | Region = "globe",
+                     depth: str = "0-100cm", source: str | None = None, world: str | None = None,
+                     space: str = "bulk", lat: float | None = None, lon: float | None = None,
+                     should_stop=None) -> dict | None:
+    """+- s.d. over the ensemble members for everything :func:`what_if` reports, or None without an ensemble.
+
+    Every member is solved under the request the ensemble-mean map was solved under (in bulk space: the
+    multipliers that realised the change for the mean map in ``region``). Returns ``<name>_mean`` and
+    ``<name>_sd`` for ``total_pg``, ``baseline_pg``, ``change_pg``, ``change_pct``, the turnover and CUE
+    statistics and ``realised_<M>``; with ``lat``/``lon`` also the SOC profile at the nearest cell
+    (``profile_mean``/``profile_sd`` and ``profile_baseline_mean``/``_sd``, g C m-3, at ``depth_m``).
+    ``should_stop()`` is asked between member solves (True: give up and return None).
+    """
+    ms = _members(source, world)
+    if ms is None:
+        return None
+    eng = world_engine(world)
+    source = source or next(iter(eng.sources))
+    reg = _region(region, world)
+    key = eng.resolve(source, perturbation, space=space, region=reg)
+    cell = eng.nearest_cell(lat, lon) if lat is not None and lon is not None else None
+    out = ms.summary(key, reg, depth, cell, should_stop=should_stop)
+    if out is not None and cell is not None:
+        out["depth_m"] = np.asarray(eng.grid.z_node)
+    return out
 
 
 def site_misfit(source: str | None = None, perturbation: dict[str, float] | None = None, *,

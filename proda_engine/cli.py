@@ -86,6 +86,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_world(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from proda_engine import api
     from proda_engine.workflows import build_twin_world
 
@@ -95,12 +97,14 @@ def cmd_world(args: argparse.Namespace) -> int:
         print(f"twin observations: {tw.twin.get('n_sites')} profiles, {tw.twin.get('n_layers')} layers "
               f"-> {tw.paths.wosis_dir}")
     eng = api.world_engine(args.name)
-    area = eng.area.reshape(-1)[eng.cells]
-    npp = float((eng.forcing.inputs.sum(0).numpy() * area).sum() / 1e15)
-    print(f"land cells: {eng.forcing.n_cells}; carbon input (NPP): {npp:.1f} Pg C/yr")
+    base = eng.baseline("twin_truth")  # the same totals convention as proda map and the dashboard
+    npp = float(np.nansum(base.diagnostics["input"] * eng.cell_area) / 1e15)
+    print(f"land cells: {eng.forcing.n_cells} ({int(base.valid.sum())} valid under the twin truth); "
+          f"carbon input (NPP): {npp:.1f} Pg C/yr")
     for depth in api.depth_intervals():
         r = api.what_if({}, depth=depth, world=args.name, source="twin_truth")
-        print(f"twin-truth SOC {depth:>8s}: {r.totals['total_pg']:8.0f} Pg C")
+        print(f"twin-truth SOC {depth:>8s}: {r.totals['total_pg']:8.1f} Pg C")
+    print(f"numbers from: {r.totals['note']} (world {args.name!r}). Totals: {r.totals['totals_convention']}")
     return 0
 
 
@@ -286,8 +290,28 @@ def cmd_map(args: argparse.Namespace) -> int:
     g = tab[tab.region == "globe"]
     for _, r in g.iterrows():
         sd = "" if r["sd"] != r["sd"] else f" +- {r['sd']:.3g}"
-        print(f"  globe {r['quantity']:>16s}: {r['mean']:.4g}{sd} {r['units']}")
+        print(f"  globe {r['quantity']:>16s}: {r['mean']:.6g}{sd} {r['units']}")
+    print(f"numbers from: world {world.name!r} ({ds.attrs.get('data_kind', 'unknown data')}), parameters {label}")
     return 0
+
+
+def _cell_mask(world, region: str | None):
+    """(C,) mask and label of a named region of a loaded world (``globe``, ``continent:Europe``,
+    ``koppen:D``, ``landcover:forest``, ``conus``) or a box ``box:lon0,lon1,lat0,lat1``."""
+    from proda_engine.products.gridded import cell_masks, default_regions
+    from proda_engine.products.regions import Region
+
+    if region is None or region == "globe":
+        return None, "Globe"
+    if region.startswith("box:"):
+        lon0, lon1, lat0, lat1 = (float(v) for v in region[4:].split(","))
+        reg = Region("box", (lon0, lon1, lat0, lat1), f"box {lon0:.1f}..{lon1:.1f}E, {lat0:.1f}..{lat1:.1f}N")
+    else:
+        named = default_regions(world)
+        if region not in named:
+            raise SystemExit(f"unknown region {region!r}; choose one of {sorted(named)} or box:lon0,lon1,lat0,lat1")
+        reg = named[region]
+    return cell_masks(world, {region: reg})[0], reg.label
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
@@ -298,12 +322,16 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     world = load_world(_use_world(args))
     params, label = _load_params(args.params, world, args.member_dim, None)
+    mask, region_label = _cell_mask(world, args.region)
     res = marginal_sensitivity(world, ParameterSet(params, world, member_dim=args.member_dim, label=label),
-                               chunk_size=args.chunk_size, closure=args.closure)
+                               chunk_size=args.chunk_size, closure=args.closure, cell_mask=mask, depth=args.depth,
+                               region_label=region_label)
     files = res.write(args.out)
     s = res.summary()
-    print(f"marginal sensitivity of {world.n_cells} cells, {int(res.curves.attrs['n_members'])} member(s), "
-          f"{time.perf_counter() - t0:.1f} s -> {args.out}")
+    print(f"marginal sensitivity of {world.n_cells} cells ({region_label}, {args.depth}), "
+          f"{int(res.curves.attrs['n_members'])} member(s), {time.perf_counter() - t0:.1f} s -> {args.out}")
+    print(f"numbers from: world {world.name!r} ({res.curves.attrs.get('data_kind', 'unknown data')}), "
+          f"parameters {label}")
     for _, r in s.iterrows():
         sd = "" if r["plus1pct_stock_pg_sd"] != r["plus1pct_stock_pg_sd"] else f" +- {r['plus1pct_stock_pg_sd']:.3g}"
         print(f"  +1 % {r['group']:>3s} ({r['metric']}): {r['plus1pct_stock_pg_mean']:+.4g}{sd} Pg C; "
@@ -313,11 +341,12 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Open the dashboard on a world; the first run builds the world (and, unless --no-train, trains
-    PRODA end to end on its twin observations) into the cache, later runs start in seconds."""
+    """Open the dashboard on a world; the first run builds the world (and, unless --no-train, trains a
+    bootstrap ensemble of PRODA end to end on its observations, so every number shows +- s.d. from the
+    first page) into the cache, later runs start in seconds."""
     from dashboard.app import serve, websocket_origins
     from proda_engine.data.worlds import resolve_world
-    from proda_engine.workflows import SOURCE_FOR_METHOD, train_world
+    from proda_engine.workflows import FIRST_RUN_SITES, SOURCE_FOR_METHOD, first_run_config, train_world
 
     try:  # before any build or training: a wildcard bind without origins fails at once
         origins = websocket_origins(args.address, args.port, args.allow_websocket_origin)
@@ -328,12 +357,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     spec = resolve_world(world)
     theta = spec.products / f"theta_{SOURCE_FOR_METHOD['end-to-end']}.nc"
     if not args.no_train and not theta.exists() and (spec.kind == "builtin" or spec.profiles):
-        what = "twin observations" if spec.kind == "builtin" else "measured profiles"
-        print(f"first run: training PRODA end to end on the {world!r} world's {what} "
-              "(a few minutes; `proda train` retrains)")
-        from proda_engine.workflows import default_train_config
-
-        train_world(world, method="end-to-end", config=default_train_config(max_epochs=args.train_epochs))
+        what = "synthetic twin observations" if spec.kind == "builtin" else "measured profiles"
+        cfg = first_run_config(**{k: v for k, v in (("max_epochs", args.train_epochs), ("n_members", args.members))
+                                  if v is not None})
+        print(f"first run: training a {cfg.n_members}-member bootstrap ensemble of PRODA end to end on the "
+              f"{world!r} world's {what} (a few minutes, see docs/dashboard.md; `proda train` retrains)", flush=True)
+        t0 = time.perf_counter()
+        sites = args.train_sites if args.train_sites is not None else FIRST_RUN_SITES
+        res = train_world(world, method="end-to-end", config=cfg, max_sites=sites or None)
+        test_e = [m["test"]["e"] for m in res.report.get("members") or [] if m and m.get("test")]
+        skill = f"; held-out E per member {min(test_e):.3f}-{max(test_e):.3f}" if test_e else ""
+        print(f"trained {cfg.n_members} member(s) in {time.perf_counter() - t0:.0f} s{skill}", flush=True)
     print(f"serving the dashboard on http://{args.address}:{args.port}/ (world {world!r}; pages from "
           f"{', '.join(origins)}); Ctrl-C stops")
     serve(port=args.port, address=args.address, show=args.show, world=world,
@@ -481,7 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "--address 0.0.0.0, default ADDRESS:PORT for another specific address; see docs/dashboard.md")
     v.add_argument("--show", action="store_true", help="open a browser tab")
     v.add_argument("--no-train", action="store_true", help="do not train PRODA on first run")
-    v.add_argument("--train-epochs", type=int, default=40, help="upper bound; early stopping usually ends sooner")
+    v.add_argument("--train-epochs", type=int, default=None,
+                   help="first run: epochs per member, an upper bound (default: workflows.FIRST_RUN_DEFAULTS)")
+    v.add_argument("--members", type=int, default=None,
+                   help="first run: bootstrap ensemble members (default 5; 1 trains a single network)")
+    v.add_argument("--train-sites", type=int, default=None,
+                   help="first run: train on at most this many sites (default: workflows.FIRST_RUN_SITES; 0: all)")
     v.set_defaults(func=cmd_serve)
     m = sub.add_parser("map", help="gridded forward run of a parameter ensemble: maps, totals, summaries")
     _add_world_args(m)
@@ -509,6 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--closure", choices=["conservative", "legacy"], default=None, help=_CLOSURE_HELP)
     se.add_argument("--out", type=Path, required=True, help="output folder")
     se.add_argument("--chunk-size", type=int, default=20000)
+    se.add_argument("--region", default="globe", help="globe (default), conus, continent:NAME, koppen:A..E, "
+                    "landcover:GROUP or box:lon0,lon1,lat0,lat1: the cells the totals and R are taken over")
+    se.add_argument("--depth", default="whole", choices=["0-30cm", "0-100cm", "0-200cm", "whole"],
+                    help="stock interval of S (default: whole profile, as the spec)")
     se.set_defaults(func=cmd_sensitivity)
     ev = sub.add_parser("evaluate", help="held-out R2 / RMSE / E of default CLM5, batch DA and PRODA (+ twin truth)")
     _add_world_args(ev)

@@ -71,6 +71,22 @@ E2E_DEFAULTS: dict[str, Any] = {"method": "end-to-end", "loss": "log_mse", "batc
                                 "max_epochs": 40, "patience": 8}
 
 
+#: What the first ``proda serve`` of a world trains when it has no PRODA map yet: a bootstrap ensemble of
+#: five members (so every card, the change, the profile and the sensitivity show +- s.d. from the first
+#: run), each a narrower network trained for fewer epochs on a subsample of :data:`FIRST_RUN_SITES`
+#: sites, with the minibatch bias term (a short log-space fit is biased low): it fits the first-run
+#: budget measured in docs/dashboard.md. ``proda train`` trains the full single model or a larger ensemble.
+FIRST_RUN_DEFAULTS: dict[str, Any] = {**E2E_DEFAULTS, "hidden": [128, 256, 256, 128], "max_epochs": 10,
+                                      "patience": 3, "n_members": 5, "bias_weight": 1.0}
+#: Sites the first run trains on (a random subsample; None: all).
+FIRST_RUN_SITES: int | None = 30000
+
+
+def first_run_config(**overrides: Any) -> TrainConfig:
+    """:data:`FIRST_RUN_DEFAULTS` with ``overrides`` (e.g. ``n_members``, ``max_epochs``)."""
+    return TrainConfig.from_dict({**FIRST_RUN_DEFAULTS, **overrides})
+
+
 def default_train_config(method: str = "end-to-end", **overrides: Any) -> TrainConfig:
     """The project's default training setup for ``method`` (end to end: :data:`E2E_DEFAULTS`)."""
     base = dict(E2E_DEFAULTS) if method == "end-to-end" else {"method": method}

@@ -8,6 +8,7 @@ from typing import ClassVar
 import panel as pn
 import param
 
+from dashboard.safe import escape
 from dashboard.state import (
     EXTRA_VARIABLES,
     MECHANISMS,
@@ -27,6 +28,7 @@ from dashboard.store import (
     observed_sites,
     png_bytes,
 )
+from proda_engine import api
 
 
 def variable_groups(world: str | None, source: str | None) -> dict[str, dict[str, str]]:
@@ -49,6 +51,28 @@ def variable_groups(world: str | None, source: str | None) -> dict[str, dict[str
 
 def _label(key: str) -> str:
     return next(label for label, k in EXTRA_VARIABLES.items() if k == key)
+
+
+def realised_html(mech: str, result) -> str:
+    """The line under a slider: the bulk change the engine realised in the region and the SOC response,
+    e.g. "K̄ +10.0 % → SOC −4.1 %" (grey for a slider at 0: its process moved only as a side effect)."""
+    if result is None:
+        return ""
+    sym = api.BULK_SYMBOL[mech]
+    asked = float(result.perturbation.get(mech, 0.0))
+    got = float(result.realised.get(mech, float("nan")))
+    soc = float(result.totals.get("change_pct", float("nan")))
+    moved = sum(1 for v in result.perturbation.values() if v)
+    if asked:
+        text = f"{sym} {100 * got:+.1f} % → SOC {soc:+.1f} %" + (" (all changes)" if moved > 1 else "")
+        if abs(got - asked) > api.BULK_TOLERANCE or got != got:
+            text += f" · limit reached, asked {100 * asked:+.0f} %"
+        style = "color:#1f2328"
+    elif got == got and abs(got) >= 5e-4:
+        text, style = f"{sym} {100 * got:+.1f} % as a side effect", "color:#6e7781"
+    else:
+        text, style = f"{sym} unchanged", "color:#6e7781"
+    return f'<div class="proda-realised" style="font-size:0.8em;{style}">{escape(text)}</div>'
 
 
 class StepSlider(pn.widgets.IntSlider):
@@ -93,6 +117,11 @@ class Controls:
                                                css_classes=[f"slider-{m}"])
             for m in MECHANISMS
         }
+        #: under each slider: the change of its bulk process the engine realised in the region
+        self.realised = {m: pn.pane.HTML("", css_classes=[f"realised-{m}"], margin=(0, 10, 4, 10),
+                                         sizing_mode="stretch_width") for m in MECHANISMS}
+        store.param.watch(self._on_result, "result")
+        self._on_result()
         self.reset = pn.widgets.Button(label="Reset perturbations", icon="refresh",
                                        sizing_mode="stretch_width")
         self.reset.on_click(lambda event: state.reset_perturbations())
@@ -124,6 +153,12 @@ class Controls:
             self.state.variable = "soc_stock"
         self.variable.value = self.state.variable
 
+    def _on_result(self, *events: param.parameterized.Event) -> None:
+        for m, pane in self.realised.items():
+            text = realised_html(m, self.store.result)
+            if pane.object != text:
+                pane.object = text
+
     def _on_upload(self, event: param.parameterized.Event) -> None:
         if event.new:
             self.store.add_polygon(event.new, self.upload.filename)
@@ -142,7 +177,7 @@ class Controls:
             return None
 
     def _netcdf(self) -> io.BytesIO | None:
-        return self._download(lambda: netcdf_bytes(self._current()))
+        return self._download(lambda: netcdf_bytes(self._current(), self.store.uncertainty))
 
     def _png(self) -> io.BytesIO | None:
         from dashboard.store import coastline_paths
@@ -151,7 +186,7 @@ class Controls:
                                                 coastline_paths(self.store.world), layer=self.store.layer))
 
     def _csv(self) -> io.BytesIO | None:
-        return self._download(lambda: csv_bytes(self._current()))
+        return self._download(lambda: csv_bytes(self._current(), self.store.uncertainty))
 
     # -- layout -----------------------------------------------------------------------------
     def panel(self) -> list:
@@ -164,7 +199,13 @@ class Controls:
             self.upload,
             self.depth, self.variable, self.source, self.sites,
             pn.Row(pn.pane.Markdown("### What if", margin=(0, 10)), self.busy),
-            *self.sliders.values(),
+            pn.pane.Markdown("Each slider sets the relative change of its bulk process in the selected region "
+                             "(spec §(j)); the line under it shows what the engine realised.",
+                             margin=(0, 10), styles={"font-size": "0.8em", "color": "#57606a"}),
+            # slider and its realised-change line in one column (a sidebar item is a document root; the
+            # line inside it can be settled with the cards when the page is built)
+            *(pn.Column(self.sliders[m], self.realised[m], sizing_mode="stretch_width", margin=0)
+              for m in MECHANISMS),
             self.reset,
             pn.pane.Markdown("### Take away", margin=(0, 10)),
             self.download_nc, self.download_png, self.download_csv,

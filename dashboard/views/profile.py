@@ -1,4 +1,5 @@
-"""SOC profile of the tapped cell: baseline (dashed) and perturbed, depth downwards."""
+"""SOC profile of the tapped cell: baseline (dashed) and perturbed, depth downwards, with a ± s.d. band
+over the ensemble members where the source has an ensemble."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ class ProfileView:
         self.store = store
         self.pane = pn.pane.HoloViews(self._figure(), sizing_mode="stretch_width", min_height=300,
                                       css_classes=["proda-profile"], linked_axes=False)
-        store.param.watch(lambda *_: setattr(self.pane, "object", self._figure()), ["profile", "profile_baseline"])
+        store.param.watch(lambda *_: setattr(self.pane, "object", self._figure()),
+                          ["profile", "profile_baseline", "uncertainty"])
 
     def _figure(self) -> hv.Overlay:
         return self._plot(self.store.profile, self.store.profile_baseline).opts(
@@ -45,5 +47,20 @@ class ProfileView:
         if profile_baseline is not None:
             layers.append(_curve(profile_baseline, "baseline").opts(color="#7f7f7f", line_dash="dashed",
                                                                     line_width=2, **common))
+        unc = self.store.uncertainty
+        if unc is not None and unc.get("profile_sd") is not None:
+            band = _band(unc["profile_mean"], unc["profile_sd"], unc["depth_m"])
+            layers.insert(0, band.opts(color="#1f77b4", alpha=0.25, line_alpha=0, invert_yaxis=True))
+            title += f" (± s.d. over {unc['n_members']} members)"
         layers.append(_curve(profile, "what-if").opts(color="#1f77b4", line_width=3, **common))
         return hv.Overlay(layers).opts(title=title, framewise=True)
+
+
+def _band(mean, sd, depth) -> hv.Polygons:
+    """The ± s.d. band of the members' what-if profile (kg C m-3) as one polygon, depth downwards."""
+    mean, sd, depth = (np.asarray(a, dtype=float) for a in (mean, sd, depth))
+    lo, hi = (mean - sd) / 1000.0, (mean + sd) / 1000.0
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    xs = np.concatenate([lo[ok], hi[ok][::-1]])
+    ys = np.concatenate([depth[ok], depth[ok][::-1]])
+    return hv.Polygons([{"soc": xs, "depth": ys}], kdims=[_SOC, _DEPTH], label="± s.d. (members)")

@@ -1,6 +1,10 @@
-"""Sensitivity bars: the +1 % effect of each mechanism on the regional SOC total (Pg C)."""
+"""Sensitivity bars: the spec §(j) "+1 % bulk-process" effect of each mechanism on the regional SOC total
+of the selected depth (Pg C), ± s.d. over the source's ensemble members: the numbers of
+``proda sensitivity --region ... --depth ...``."""
 
 from __future__ import annotations
+
+import math
 
 import holoviews as hv
 import panel as pn
@@ -10,34 +14,52 @@ from dashboard.views import output_backend
 from proda_engine import api
 
 
+def sensitivity_rows(sensitivity: dict | None, labels: dict[str, str]) -> list[tuple[str, float, str, float]]:
+    """(label, +1 % effect, sign, s.d.) per mechanism; zero bars while computing or unavailable."""
+    if not sensitivity:
+        return [(f"{label} ({m})", 0.0, "pending", 0.0) for m, label in labels.items()]
+    rows = []
+    for m, v in sensitivity.items():
+        sd = v.get("plus1pct_sd_pg", float("nan"))
+        rows.append((f"{labels[m]} ({m})", v["plus1pct_pg"], "gain" if v["plus1pct_pg"] >= 0 else "loss",
+                     sd if sd is not None and math.isfinite(sd) else 0.0))
+    return rows
+
+
+def sensitivity_title(sensitivity: dict | None, note: str, region: str, depth: str) -> str:
+    if sensitivity is None:
+        return "+1 % effects: computing (first time per source: 61 solves per member)"
+    if not sensitivity:
+        return "+1 % effects need unit-interval parameters (not a preset)" if note else "+1 % effects: none"
+    n = next(iter(sensitivity.values())).get("n_members", 1)
+    spread = f" ± s.d., {n} members" if n > 1 else ", one parameter set"
+    return f"+1 % of each bulk process — {region}, {depth}{spread}"
+
+
 class SensitivityView:
-    """Horizontal bars from ``store.sensitivity`` (computed once per region/depth/source and cached)."""
+    """Horizontal bars with error bars from ``store.sensitivity`` (once per region/depth/source, cached)."""
 
     def __init__(self, store: ResultStore) -> None:
         self.store = store
         self.labels = api.mechanisms()
-        self.dmap = hv.DynamicMap(self._plot, streams=[hv.streams.Params(store, ["sensitivity"])])
+        self.dmap = hv.DynamicMap(self._plot, streams=[hv.streams.Params(store, ["sensitivity", "sensitivity_note"])])
         self.pane = pn.pane.HoloViews(
             self.dmap.opts(hv.opts.Bars(backend_opts={"plot.output_backend": output_backend()})),
             sizing_mode="stretch_width", min_height=300, css_classes=["proda-sensitivity"], linked_axes=False,
         )
 
-    def _plot(self, sensitivity) -> hv.Bars:
+    def _plot(self, sensitivity, sensitivity_note="") -> hv.Overlay:
         kdim = hv.Dimension("mechanism")
-        vdim = hv.Dimension("effect", label="SOC change for +1 %", unit="Pg C")
-        if sensitivity is None:
-            # zero bars rather than an empty element: the categorical axis must exist from the first
-            # frame, or Bokeh cannot switch a numeric axis to factors later
-            rows = [(f"{label} ({m})", 0.0, "pending") for m, label in self.labels.items()]
-            title = "sensitivity: computing…"
-        else:
-            rows = [(f"{self.labels[m]} ({m})", v["plus1pct_pg"], "gain" if v["plus1pct_pg"] >= 0 else "loss")
-                    for m, v in sensitivity.items()]
-            st = self.store.state
-            title = f"+1 % per mechanism — {st.depth}"
-        return hv.Bars(rows, kdims=[kdim], vdims=[vdim, "sign"]).opts(
+        vdim = hv.Dimension("effect", label="SOC change for +1 % of the bulk process", unit="Pg C")
+        rows = sensitivity_rows(sensitivity, self.labels)
+        result = self.store.result
+        region = result.totals["region"] if result is not None else ""
+        title = sensitivity_title(sensitivity, sensitivity_note, region, self.store.state.depth)
+        bars = hv.Bars([r[:3] for r in rows], kdims=[kdim], vdims=[vdim, "sign"]).opts(
             invert_axes=True, framewise=True, responsive=True, min_height=300, title=title,
             color="sign", cmap={"gain": "#2c7fb8", "loss": "#d95f0e", "pending": "#bbbbbb"}, tools=["hover"],
-            show_grid=True, show_legend=False,
-            xlabel="", ylabel="SOC change for +1 % (Pg C)",
+            show_grid=True, show_legend=False, xlabel="", ylabel="SOC change for +1 % of the bulk process (Pg C)",
         )
+        errors = hv.ErrorBars([(r[0], r[1], r[3]) for r in rows], kdims=[kdim], vdims=[vdim, "sd"]).opts(
+            invert_axes=True, color="#1f2328", line_width=1.5)
+        return (bars * errors).opts(framewise=True, responsive=True, min_height=300, title=title)

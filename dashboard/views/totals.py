@@ -1,5 +1,8 @@
-"""Cards with the regional totals: SOC stock, change vs baseline, turnover (mean, median), CUE, and,
-where the source has an ensemble, the members' baseline total as mean ± s.d. (hidden otherwise).
+"""Cards with the regional totals of the selected depth interval: SOC stock, change vs baseline, turnover
+(mean and median over cells as the spec defines them, the area-weighted mean beside them), CUE (the same
+statistics), and, where the source has an ensemble, the members' baseline total; every card shows
+± s.d. over the ensemble members once they are solved (``store.uncertainty``). A line above the cards
+says which world and data the numbers come from.
 
 Each card is its own pane with its own CSS class, written by one watcher only (no shared panes).
 """
@@ -12,13 +15,31 @@ import panel as pn
 import param
 
 from dashboard.safe import escape
-from dashboard.store import ResultStore
+from dashboard.store import ResultStore, provenance
 
 CARDS: tuple[str, ...] = ("total", "change", "turnover-mean", "turnover-median", "cue")
 
 
 def _fmt(value: float, spec: str) -> str:
     return "–" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def _decimals(value: float, sd: float | None, most: int) -> int:
+    """Decimals that show one significant digit of the s.d. (three of the value without one), at most
+    ``most``."""
+    ref, digits = (sd, 0) if sd is not None and math.isfinite(sd) and sd > 0 else (abs(value), 2)
+    if not math.isfinite(ref) or ref == 0:
+        return min(2, most)
+    return int(min(most, max(0, digits - math.floor(math.log10(ref)))))
+
+
+def _pm(value: float, sd: float | None, sign: bool = False, most: int = 2) -> str:
+    """``value ± sd`` with decimals from the s.d. (:func:`_decimals`), or the value alone without one."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    dec = _decimals(value, sd, most)
+    text = format(value, f"{'+' if sign else ''},.{dec}f")
+    return text if sd is None or not math.isfinite(sd) else f"{text} ± {format(sd, f',.{dec}f')}"
 
 
 def card_html(title: str, value: str, sub: str = "", tone: str = "") -> str:
@@ -30,23 +51,36 @@ def card_html(title: str, value: str, sub: str = "", tone: str = "") -> str:
             f'<div class="proda-card-sub">{escape(sub)}</div></div>')
 
 
-def card_contents(totals: dict | None) -> dict[str, str]:
-    """HTML per card for a totals dict (``WhatIfResult.totals``)."""
+def card_contents(totals: dict | None, uncertainty: dict | None = None) -> dict[str, str]:
+    """HTML per card for a totals dict (``WhatIfResult.totals``) and, when solved, the ensemble's
+    ``api.ensemble_what_if`` (its s.d. goes next to each value; "± …" while the members are solved)."""
     if totals is None:
         return {k: card_html(k, "–") for k in CARDS}
+    u = uncertainty or {}
+
+    def sd(name: str) -> float | None:
+        return u.get(f"{name}_sd")
+
     change = totals["change_pg"]
     tone = "up" if change > 0 else "down" if change < 0 else ""
-    region = f"{totals['region']}, {totals['depth']}"
+    depth = totals["depth"]
+    region = f"{totals['region']}, {depth}"
+    members = f" · ± s.d. over {u['n_members']} members" if u else ""
     return {
-        "total": card_html("Total SOC", f"{_fmt(totals['total_pg'], ',.2f')} Pg C",
-                           f"{region} · baseline {_fmt(totals['baseline_pg'], ',.2f')}"),
-        "change": card_html("Change vs baseline", f"{_fmt(change, '+,.3f')} Pg C",
-                            f"{_fmt(totals['change_pct'], '+.2f')} %", tone),
-        "turnover-mean": card_html("Mean turnover", f"{_fmt(totals['turnover_mean_yr'], ',.0f')} yr",
+        "total": card_html("Total SOC", f"{_pm(totals['total_pg'], sd('total_pg'))} Pg C",
+                           f"{region} · baseline {_pm(totals['baseline_pg'], None)}{members}"),
+        "change": card_html("Change vs baseline", f"{_pm(change, sd('change_pg'), sign=True)} Pg C",
+                            f"{_pm(totals['change_pct'], sd('change_pct'), sign=True)} %", tone),
+        "turnover-mean": card_html(f"Mean turnover {depth}",
+                                   f"{_pm(totals['turnover_mean_yr'], sd('turnover_mean_yr'), most=1)} yr",
+                                   f"area-weighted {_fmt(totals['turnover_area_mean_yr'], ',.0f')} yr · "
                                    f"{totals['n_cells']:,} cells · {_fmt(totals['area_mkm2'], ',.2f')} M km²"),
-        "turnover-median": card_html("Median turnover", f"{_fmt(totals['turnover_median_yr'], ',.0f')} yr",
-                                     "bulk SOC / input"),
-        "cue": card_html("Mean CUE", _fmt(totals["cue_mean"], ".3f"), "microbial carbon use efficiency"),
+        "turnover-median": card_html(f"Median turnover {depth}",
+                                     f"{_pm(totals['turnover_median_yr'], sd('turnover_median_yr'), most=1)} yr",
+                                     "stock / input, unweighted over cells (spec)"),
+        "cue": card_html(f"Mean CUE {depth}", _pm(totals["cue_mean"], sd("cue_mean"), most=3),
+                         f"median {_fmt(totals['cue_median'], '.3f')} · area-weighted "
+                         f"{_fmt(totals['cue_area_mean'], '.3f')}"),
     }
 
 
@@ -62,8 +96,16 @@ def ensemble_card(ensemble: dict | None, depth: str = "") -> str:
                      f"{ensemble['n_members']} members (mean ± s.d.){', ' + depth if depth else ''}")
 
 
+def provenance_html(info: dict[str, str]) -> str:
+    """The line above the cards: which world and data the numbers come from."""
+    kind = "synthetic twin world" if info.get("world_kind") == "builtin" else "catalog world"
+    return (f'<div class="proda-provenance"><b>Numbers from</b> {escape(kind)} '
+            f'<b>{escape(info.get("world", ""))}</b> · {escape(info.get("source_label", ""))}: '
+            f'{escape(info.get("note", ""))}</div>')
+
+
 class TotalsView:
-    """A row of five cards following ``store.result``."""
+    """A provenance line and a row of cards following ``store.result`` and ``store.uncertainty``."""
 
     def __init__(self, store: ResultStore) -> None:
         self.store = store
@@ -72,10 +114,12 @@ class TotalsView:
                       for k in CARDS}
         self.ensemble = pn.pane.HTML("", css_classes=["card-ensemble"], sizing_mode="stretch_width", margin=(4, 6),
                                      min_width=150, visible=False)
+        self.provenance = pn.pane.HTML("", css_classes=["proda-source-note"], sizing_mode="stretch_width",
+                                       margin=(0, 6))
         # a Row shares the width evenly between the cards
-        self.pane = pn.Row(*self.cards.values(), self.ensemble, sizing_mode="stretch_width",
-                           css_classes=["proda-cards"])
-        store.param.watch(self._update, ["result"])
+        self.row = pn.Row(*self.cards.values(), self.ensemble, sizing_mode="stretch_width", css_classes=["proda-cards"])
+        self.pane = pn.Column(self.provenance, self.row, sizing_mode="stretch_width")
+        store.param.watch(self._update, ["result", "uncertainty"])
         store.param.watch(self._update_ensemble, ["ensemble"])
         self._update()
         self._update_ensemble()
@@ -88,5 +132,10 @@ class TotalsView:
 
     def _update(self, *events: param.parameterized.Event) -> None:
         result = self.store.result
-        for k, text in card_contents(result.totals if result is not None else None).items():
-            self.cards[k].object = text
+        for k, text in card_contents(result.totals if result is not None else None, self.store.uncertainty).items():
+            if self.cards[k].object != text:
+                self.cards[k].object = text
+        if result is not None:
+            text = provenance_html(provenance(self.store.world, result.totals["source"]))
+            if self.provenance.object != text:
+                self.provenance.object = text

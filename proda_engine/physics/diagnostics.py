@@ -348,3 +348,178 @@ def solve_summaries(op, params: dict[str, torch.Tensor], xhat: torch.Tensor, gri
         _nb_solve_summaries(k, f, lo, up, src, out, BLOCK, W, w, inv_tau, eff, rtol, check_op,
                             soc, stocks, cue, status)
     return _summary_tensors(status, soc, stocks, cue, intervals, op_valid)
+
+
+@numba.njit(cache=True, error_model="numpy")  # 0/0 -> NaN (a cell without SOC), judged by the caller
+def _nb_bulk_block(X, c0, n, xw, xhat, inv_tau, eff, lo, up, dz, Wf, num, den, kbar, env, trans):
+    """Cells c0..c0+n-1 of X (7, L, C): per-interval CUE flux sums and K̄, ξ̄, V̄ (spec §(j) items 3-6).
+
+    ``xw`` = xi_hat dz (L, C); ``eff`` (6, Lf, C) the donors' summed transfer fractions (Lf = 1 or L);
+    ``Wf`` (nI, L) the fraction of each layer inside each depth interval. num/den (nI, C) receive
+    sum_d eff_d F_d and sum_d F_d over the interval's layers, F_d = X_d xi_hat dz / tau_d.
+    """
+    L = X.shape[1]
+    nI = Wf.shape[0]
+    per_layer = eff.shape[1] > 1
+    for c in range(c0, c0 + n):
+        for q in range(nI):
+            num[q, c] = 0.0
+            den[q, c] = 0.0
+        tot = 0.0
+        e = 0.0
+        v = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        for j in range(L):
+            a = X[4, j, c] * dz[j]
+            b = X[5, j, c] * dz[j]
+            g = X[6, j, c] * dz[j]
+            s = a + b + g
+            s1 += a
+            s2 += b
+            s3 += g
+            tot += s
+            e += s * xhat[j, c]
+            v += s * (lo[j, c] + up[j, c])
+            jl = j if per_layer else 0
+            nj = 0.0
+            dj = 0.0
+            for d in range(6):
+                f = X[d + 1, j, c] * xw[j, c] * inv_tau[d, c]
+                nj += eff[d, jl, c] * f
+                dj += f
+            for q in range(nI):
+                num[q, c] += Wf[q, j] * nj
+                den[q, c] += Wf[q, j] * dj
+        kbar[c] = (inv_tau[3, c] * s1 + inv_tau[4, c] * s2 + inv_tau[5, c] * s3) / (s1 + s2 + s3)
+        env[c] = e / tot
+        trans[c] = v * DAYS / tot
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _nb_bulk_all(X, xw, xhat, inv_tau, eff, lo, up, dz, Wf, num, den, kbar, env, trans, block):
+    """:func:`_nb_bulk_block` over all cells of a solved state, blocks in parallel."""
+    C = X.shape[2]
+    nblk = (C + block - 1) // block
+    for blk in numba.prange(nblk):
+        c0 = blk * block
+        _nb_bulk_block(X, c0, min(C, c0 + block) - c0, xw, xhat, inv_tau, eff, lo, up, dz, Wf, num, den, kbar, env,
+                       trans)
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _nb_solve_bulk(k, frac, lo, up, b, out, block, W, w, inv_tau, eff1, rtol, check_op, soc, stocks, cue, status,
+                   xhat, eff, dz, Wf, num, den, kbar, env, trans):
+    """:func:`_nb_solve_summaries` plus :func:`_nb_bulk_block` on each block while its X is in cache."""
+    C = k.shape[2]
+    nblk = (C + block - 1) // block
+    sh = np.zeros((1, 1), k.dtype)
+    for blk in numba.prange(nblk):
+        c0 = blk * block
+        n = min(C, c0 + block) - c0
+        cp, dp, rl, rs, E, Y, fc = _nb_block_scratch(k, n)
+        _nb_forward_block(k, frac, lo, up, b, out, c0, n, cp, dp, rl, rs, E, Y, fc, sh, False)
+        _nb_summary_block(out, c0, n, k, b, W, w, inv_tau, eff1, rtol, check_op, soc, stocks, cue, status)
+        _nb_bulk_block(out, c0, n, w, xhat, inv_tau, eff, lo, up, dz, Wf, num, den, kbar, env, trans)
+
+
+def solve_bulk_summaries(op, params: dict[str, torch.Tensor], xhat: torch.Tensor, grid: Grid, *,
+                         intervals: dict[str, tuple[float, float | None]] | None = None, rtol: float = 1e-9,
+                         op_valid: torch.Tensor | None = None, out: np.ndarray | None = None):
+    """:func:`solve_summaries` plus the solve-dependent bulk processes of spec §(j), in one compiled pass.
+
+    Returns ``(status, soc, stocks, bulk)``: status (C,), SOC (L, C) g C m-3, interval stocks (g C m-2)
+    as in :func:`solve_summaries`, and ``bulk`` with numpy (C,) arrays ``decomposition`` K̄ (yr-1),
+    ``environment`` ξ̄ (1), ``transport`` V̄ (yr-1) and ``cue``: interval -> flux-weighted CUE of the
+    layers inside the interval (partial-layer rule of the stocks; ``whole`` is :func:`microbial_cue`).
+    Per-layer transfer fractions are supported. Same numbers as :func:`bulk_diagnostics` (tested).
+    ``out``: optional (7, L, C) float64 work array for the state X (kept by the caller between solves).
+    """
+    from proda_engine.physics.model import cell_status
+    from proda_engine.physics.solver import _as_np, resolve_backend, solve
+
+    intervals = intervals or DEPTH_INTERVALS
+    f = op.frac
+    C = op.k.shape[2]
+    W, w, inv_tau, _ = _summary_inputs(op, params, xhat, grid, intervals)
+    Wf = np.ascontiguousarray(W / grid.dz[None, :])
+    eff = torch.stack([f[F_L1S1], f[F_L2S1], f[F_L3S2], f[F_S1S2] + f[F_S1S3], f[F_S2S1] + f[F_S2S3],
+                       f[F_S3S1]]).detach().numpy()
+    eff = np.ascontiguousarray(np.broadcast_to(eff, (6, eff.shape[1], C)), dtype=np.float64)
+    xh = np.ascontiguousarray(xhat.detach().numpy(), dtype=np.float64)
+    dz = np.ascontiguousarray(grid.dz, dtype=np.float64)
+    nI = len(intervals)
+    num, den = np.empty((nI, C)), np.empty((nI, C))
+    kbar, env, trans = np.empty(C), np.empty(C), np.empty(C)
+    fast = (op.k.device.type == "cpu" and resolve_backend("auto", op.k.device) == "numba" and op.shift is None
+            and not any(t.requires_grad for t in op.tensors()))
+    if fast:
+        k, fr, lo, up, src = op.tensors()
+        fr = fr.expand(9, fr.shape[1], C)
+        k, fr, lo, up, src = (_as_np(t).astype(np.float64, copy=False) for t in (k, fr, lo, up, src))
+        if out is None or out.shape != k.shape or out.dtype != np.float64:
+            out = np.empty(k.shape)
+        soc, stocks, cue, status = _summary_outputs(k.shape[1], C, nI)
+        check_op = op_valid is None
+        with kernel_threads(C):
+            _nb_solve_bulk(k, fr, lo, up, src, out, BLOCK, W, w, inv_tau, np.ascontiguousarray(eff[:, 0, :]), rtol,
+                           check_op, soc, stocks, cue, status, xh, eff, dz, Wf, num, den, kbar, env, trans)
+        status_t, soc_t, stocks_t, _ = _summary_tensors(status, soc, stocks, cue, intervals, op_valid)
+    else:
+        X = solve(op)
+        soc_t = X[4:7].sum(0)
+        status_t = cell_status(op, X, rtol)
+        if op_valid is not None:
+            status_t = torch.where(op_valid, status_t, torch.full_like(status_t, 3))
+        stocks_t = interval_stocks(soc_t, grid, intervals)
+        Xn = np.ascontiguousarray(X.detach().cpu().numpy(), dtype=np.float64)
+        with kernel_threads(C):
+            _nb_bulk_all(Xn, w, xh, inv_tau, eff, _as_np(op.lo).astype(np.float64, copy=False),
+                         _as_np(op.up).astype(np.float64, copy=False), dz, Wf, num, den, kbar, env, trans, BLOCK)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cue_by = {name: num[i] / den[i] for i, name in enumerate(intervals)}
+    return status_t, soc_t, stocks_t, {"decomposition": kbar, "environment": env, "transport": trans, "cue": cue_by}
+
+
+@numba.njit(parallel=True, cache=True)
+def _nb_apparent_beta(beta, top, zi, z, out):
+    """:func:`apparent_beta` per cell from beta (C,) and the permafrost rule ``top`` (C,) (NaN there)."""
+    L = zi.shape[0]
+    for c in numba.prange(beta.shape[0]):
+        if top[c]:
+            out[c] = np.nan
+            continue
+        lnb = np.log(beta[c])
+        total = 1.0 - np.exp(lnb * 100.0 * zi[L - 1])
+        cum = 0.0
+        upper = 1.0
+        s = 0.0
+        n = 0
+        for j in range(L):
+            lower = np.exp(lnb * 100.0 * zi[j])
+            cum += (upper - lower) / total
+            upper = lower
+            if cum < 1.0 - 1e-12:
+                s += max(1.0 - cum, 1e-300) ** (1.0 / (100.0 * z[j]))
+                n += 1
+        out[c] = s / n if n > 0 else np.nan
+
+
+def apparent_beta_fast(forcing: Forcing, grid: Grid, beta: np.ndarray | torch.Tensor,
+                       cells: np.ndarray | None = None) -> np.ndarray:
+    """:func:`apparent_beta` in one compiled pass (numpy (C,) or (len(cells),)), for root solves on Ī."""
+    from proda_engine.physics.inputs import permafrost_top_only
+
+    key = "permafrost_top_only"
+    if key not in forcing._derived:
+        forcing._derived[key] = permafrost_top_only(forcing).detach().cpu().numpy()
+    top = forcing._derived[key]
+    b = np.ascontiguousarray(beta.detach().cpu().numpy() if isinstance(beta, torch.Tensor) else beta, dtype=np.float64)
+    if cells is not None:
+        top = top[cells]
+        b = b[cells] if b.shape[0] != len(top) else b
+    out = np.empty(b.shape[0])
+    _nb_apparent_beta(b, np.ascontiguousarray(top), np.asarray(grid.z_interface, float), np.asarray(grid.z_node, float),
+                      out)
+    return out

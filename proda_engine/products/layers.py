@@ -6,10 +6,11 @@ shared by all dashboard sessions) and hands out xarray/pandas with ``units`` and
 * :func:`parameter_map` — one of the 21 parameters of a source, physical value on the (lat, lon) grid
   with the unit-interval theta as a 2-D coordinate (optionally under a what-if perturbation, so the
   map shows the parameters that were actually solved);
-* :class:`MemberStocks` / :func:`load_member_thetas` — an ensemble product
-  (``<world>/products/theta_<source>_members.nc`` with a ``member`` dim) solved once per member through
-  the engine's own solver, then :meth:`MemberStocks.spread` (s.d. map) and :meth:`MemberStocks.totals`
-  (regional mean +- s.d. of the total);
+* :class:`MemberEnsemble` / :func:`load_member_thetas` — an ensemble product
+  (``<world>/products/theta_<source>_members.nc`` with a ``member`` dim) solved per member through a
+  lean what-if engine that shares the forcing, under the same multipliers as the ensemble-mean map:
+  :meth:`MemberEnsemble.spread` (s.d. map), :meth:`MemberEnsemble.totals` (regional mean +- s.d. of the
+  total) and :meth:`MemberEnsemble.summary` (+- s.d. of every card, the change and a profile);
 * :func:`site_misfit` — per-site mean model-minus-observation from the horizon table of
   :meth:`~proda_engine.products.sites.SiteSet.comparison`.
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,14 @@ from proda_engine.data.parameter_files import align_theta_to_grid, read_paramete
 from proda_engine.grid import DEPTH_INTERVALS
 from proda_engine.parameters import PARAMETER_INDEX, PARAMETER_NAMES, PARAMETERS, to_physical
 from proda_engine.products.regions import Region, total_pg
-from proda_engine.products.whatif import MECHANISMS, WhatIfEngine, perturb_theta, perturbation_key
+from proda_engine.products.whatif import (
+    MECHANISMS,
+    CellResults,
+    WhatIfEngine,
+    apply_multipliers,
+    perturb_physical,
+    perturb_theta,
+)
 
 #: Dimension that holds ensemble members in ``theta_<source>_members.nc``.
 MEMBER_DIM = "member"
@@ -47,24 +54,19 @@ MEMBER_DIM = "member"
 # ---------------------------------------------------------------------------------------------
 
 
-def _default_physical(engine: WhatIfEngine, index: int) -> np.ndarray:
-    """(C,) physical value of the CLM5 default preset (no unit-interval form: efolding is 10 m)."""
-    from proda_engine.physics import default_params
-
-    v = default_params(engine.forcing)[PARAMETER_NAMES[index]].detach().cpu().numpy()
-    # f_S1S2 is sand dependent per layer, (L, C): the column mean is what one map pixel can show
-    return v.mean(0) if v.ndim == 2 else v
-
-
 def parameter_map(engine: WhatIfEngine, name: str, source: str | None = None,
-                  perturbation: Mapping[str, float] | None = None) -> xr.DataArray:
+                  perturbation: Mapping[str, float] | None = None, *, region: Region | None = None,
+                  space: str = "bulk") -> xr.DataArray:
     """Physical value of parameter ``name`` of ``source`` on the (lat, lon) grid (NaN off land).
 
-    ``pi = lower + theta (upper - lower)`` with theta after the engine's perturbation and clamp
-    (``perturb_theta``), i.e. exactly what the what-if solve used. The unit-interval value is the
-    2-D coordinate ``theta``; attrs carry ``units``, ``long_name``, ``lower``, ``upper``, ``group``.
-    For the default-CLM5 preset the physical defaults are shown and theta = (pi - lower)/(upper - lower)
-    may leave [0, 1] (CLM5's 10 m e-folding depth is outside the prior).
+    Exactly what the what-if solve used for the request (``space``, realised in ``region``): in bulk or
+    multiplier space the source's physical values under the multipliers (:func:`apply_multipliers`; the V
+    and Xi multipliers act on the transport rates and the environmental modifier, not on a parameter, so
+    those parameters show unchanged); in theta space ``pi = lower + theta (upper - lower)`` after the
+    perturbation and clamp. The unit-interval value is the 2-D coordinate ``theta``
+    ((pi - lower)/(upper - lower), which may leave [0, 1]: CLM5's 10 m e-folding depth is outside the
+    prior); attrs carry ``units``, ``long_name``, ``lower``, ``upper``, ``group`` and ``multiplier``.
+    A per-layer parameter (default CLM5's sand-dependent f_S1S2) shows its column mean.
     """
     if name not in PARAMETER_INDEX:
         raise ValueError(f"unknown parameter {name!r}; expected one of {list(PARAMETER_NAMES)}")
@@ -73,16 +75,20 @@ def parameter_map(engine: WhatIfEngine, name: str, source: str | None = None,
     source = source or next(iter(engine.sources))
     if source not in engine.sources:
         raise ValueError(f"unknown parameter source {source!r}; expected one of {sorted(engine.sources)}")
-    key = perturbation_key(perturbation)
+    kind, key = engine.resolve(source, perturbation, space=space, region=region)
     src = engine.sources[source]
-    if isinstance(src, str):  # the CLM5 preset: physical values, perturbed like the engine does
-        q = dict(zip(MECHANISMS, key)).get(p.group, 0.0)
-        phys = _default_physical(engine, i) * (1.0 + q)
-        theta = (phys - p.lower) / (p.upper - p.lower)
-    else:
+    mult = 1.0
+    if kind == "theta" and not isinstance(src, str):
         theta_all = perturb_theta(src, key)  # the same perturbation and clamp as the solve
-        theta = theta_all[:, i]
         phys = to_physical(theta_all, clamp=False)[:, i]
+    else:
+        base = engine.base_params(source)
+        params = perturb_physical(base, key) if kind == "theta" else apply_multipliers(base, key)
+        phys = params[name].detach().cpu().numpy()
+        phys = phys.mean(0) if phys.ndim == 2 else phys
+        if kind == "mult":
+            mult = dict(zip(MECHANISMS, key)).get(p.group, 1.0)
+    theta = (phys - p.lower) / (p.upper - p.lower)
     label = p.label or p.name
     return xr.DataArray(
         engine.to_grid(phys), dims=("lat", "lon"),
@@ -90,7 +96,7 @@ def parameter_map(engine: WhatIfEngine, name: str, source: str | None = None,
                 "theta": (("lat", "lon"), engine.to_grid(theta), {"units": "1", "long_name": f"theta of {name}"})},
         name=name,
         attrs={"units": p.units, "long_name": f"{label} ({p.doc})", "lower": p.lower, "upper": p.upper,
-               "group": p.group, "parameter": name, "source": source},
+               "group": p.group, "parameter": name, "source": source, "multiplier": mult, "space": space},
     )
 
 
@@ -127,51 +133,97 @@ def load_member_thetas(path: Path, engine: WhatIfEngine) -> list[np.ndarray]:
     return out
 
 
-@dataclass
-class MemberStocks:
-    """Unperturbed SOC stocks of every ensemble member, (M, C) per depth interval (kg C m-2).
+class MemberEnsemble:
+    """The members of an ensemble product, solved like the ensemble-mean map.
 
-    Solved once per member with the engine's solver (a throw-away engine that shares the forcing, so
-    the members never evict the dashboard's cached what-if results).
+    A lean :class:`WhatIfEngine` (shared forcing, only the environmental means cached per member) solves
+    every member under the *same* request key as the mean map: in bulk space the multipliers that
+    realised the request for the mean map in the selected region, so the +- s.d. is the spread of the
+    members' response to one and the same change of the processes. Results are kept for the last few
+    requests.
     """
 
-    engine: WhatIfEngine
-    stocks: dict[str, np.ndarray]
-
-    @classmethod
-    def solve(cls, engine: WhatIfEngine, thetas: list[np.ndarray]) -> MemberStocks:
-        member_engine = WhatIfEngine(None, {f"member{m}": th for m, th in enumerate(thetas)}, grid=engine.grid,
-                                     closure=engine.closure, fields=engine.fields, cache_size=1,
-                                     cells=(engine.forcing, engine.cells, engine.lat, engine.lon))
-        stocks: dict[str, list[np.ndarray]] = {d: [] for d in DEPTH_INTERVALS}
-        for m in range(len(thetas)):
-            res = member_engine.cell_results(f"member{m}")
-            for d in DEPTH_INTERVALS:
-                stocks[d].append(res.stocks[d])
-            member_engine._parts.clear()  # per-member Xi/I parts are never reused; free them
-        return cls(engine, {d: np.stack(v) for d, v in stocks.items()})
+    def __init__(self, engine: WhatIfEngine, thetas: list[np.ndarray], *, keep: int = 3) -> None:
+        self.engine = engine
+        self.names = [f"member{m}" for m in range(len(thetas))]
+        self.members = WhatIfEngine(None, dict(zip(self.names, thetas)), grid=engine.grid, closure=engine.closure,
+                                    fields=engine.fields, cache_size=keep * len(thetas), lean=True,
+                                    parts_budget=96 * 1024**2 * len(thetas),
+                                    cells=(engine.forcing, engine.cells, engine.lat, engine.lon))
+        self._lock = threading.Lock()
 
     @property
     def n_members(self) -> int:
-        return next(iter(self.stocks.values())).shape[0]
+        return len(self.names)
 
-    def spread(self, depth: str, source: str) -> xr.DataArray:
-        """Across-member s.d. (ddof=1) of the SOC stock, on the (lat, lon) grid."""
-        s = self.stocks[_check_depth(depth)]
-        sd = np.nanstd(s, axis=0, ddof=1)
+    def results(self, solve_key: tuple[str, tuple[float, ...]] | None = None,
+                should_stop=None) -> list[CellResults] | None:
+        """Every member's solve for ``solve_key`` (:meth:`WhatIfEngine.resolve`; None: unperturbed).
+
+        ``should_stop()`` is asked before each member's solve; True abandons the request (returns None),
+        e.g. when a newer slider position has arrived.
+        """
+        key = solve_key or ("mult", (1.0,) * len(MECHANISMS))
+        out = []
+        with self._lock:
+            for n in self.names:
+                if should_stop is not None and should_stop():
+                    return None
+                out.append(self.members._results_for(n, key))
+        return out
+
+    def spread(self, depth: str, source: str, solve_key: tuple | None = None) -> xr.DataArray:
+        """Across-member s.d. (ddof=1) of the SOC stock (land area, kg C m-2), on the (lat, lon) grid."""
+        s = np.stack([r.stocks[_check_depth(depth)] for r in self.results(solve_key)])
+        with np.errstate(invalid="ignore"):
+            sd = np.nanstd(s, axis=0, ddof=1)
         return xr.DataArray(
             self.engine.to_grid(sd), dims=("lat", "lon"), coords={"lat": self.engine.lat, "lon": self.engine.lon},
             name="soc_stock_sd",
             attrs={"units": "kg C m-2", "long_name": f"ensemble s.d. of SOC stock {depth}",
-                   "n_members": self.n_members, "source": source, "depth": depth},
+                   "n_members": self.n_members, "source": source, "depth": depth, **self.engine.provenance()},
         )
 
     def totals(self, depth: str, region: Region | None) -> dict[str, float]:
-        """Regional total per member (Pg C): mean, s.d. (ddof=1) and the member count."""
-        m = self.engine.mask(region)
-        area = self.engine.area
-        per = np.array([total_pg(self.engine.to_grid(s), area, m) for s in self.stocks[_check_depth(depth)]])
+        """Unperturbed regional total per member (Pg C): mean, s.d. (ddof=1) and the member count."""
+        sel = self.engine.cell_mask(region)
+        per = np.array([total_pg(r.stocks[_check_depth(depth)], self.engine.cell_area, sel) for r in self.results()])
         return {"mean_pg": float(per.mean()), "sd_pg": float(per.std(ddof=1)), "n_members": int(per.size)}
+
+    def summary(self, solve_key: tuple | None, region: Region | None, depth: str,
+                cell: int | None = None, should_stop=None) -> dict[str, object] | None:
+        """Mean and s.d. over members of every regional number of :meth:`WhatIfEngine.region_summary`
+        (``<name>_mean``, ``<name>_sd``), the realised bulk changes (``realised_<M>_mean/_sd``) and, for a
+        cell index, the SOC profile (``profile_mean``, ``profile_sd``, ``profile_baseline_*``, g C m-3).
+        None when ``should_stop()`` said so between two member solves."""
+        _check_depth(depth)
+        sel = self.engine.cell_mask(region)
+        base = self.results(None, should_stop)
+        pert = self.results(solve_key, should_stop) if base is not None else None
+        if pert is None:
+            return None
+        rows = [self.engine.region_summary(p, b, sel, depth) for p, b in zip(pert, base)]
+        real = [self.engine.realised_change(b, p, sel=sel) for p, b in zip(pert, base)]
+        out: dict[str, object] = {"n_members": self.n_members}
+        for k in rows[0]:
+            v = np.array([r[k] for r in rows], float)
+            out[f"{k}_mean"], out[f"{k}_sd"] = _mean_sd(v)
+        for m in MECHANISMS:
+            out[f"realised_{m}_mean"], out[f"realised_{m}_sd"] = _mean_sd(np.array([r[m] for r in real], float))
+        if cell is not None:
+            for name, res in (("profile", pert), ("profile_baseline", base)):
+                prof = np.stack([r.soc[:, cell].astype(float) for r in res])
+                with np.errstate(invalid="ignore"):
+                    out[f"{name}_mean"] = np.nanmean(prof, 0)
+                    out[f"{name}_sd"] = np.nanstd(prof, 0, ddof=1)
+        return out
+
+
+def _mean_sd(v: np.ndarray) -> tuple[float, float]:
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
 
 
 def _check_depth(depth: str) -> str:
@@ -181,23 +233,23 @@ def _check_depth(depth: str) -> str:
 
 
 class MemberCache:
-    """Per-process cache of :class:`MemberStocks` keyed by (world, source, file stamp).
+    """Per-process cache of :class:`MemberEnsemble` keyed by (world, source, file stamp).
 
-    The stamp (size, mtime) means a rewritten ensemble file is re-solved; a lock makes concurrent
-    dashboard sessions wait for one solve instead of each solving the same members.
+    The stamp (size, mtime) means a rewritten ensemble file is read again; a lock makes concurrent
+    dashboard sessions wait for one load instead of each loading the same members.
     """
 
     def __init__(self) -> None:
-        self._data: dict[tuple, MemberStocks] = {}
+        self._data: dict[tuple, MemberEnsemble] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: tuple, path: Path, engine: WhatIfEngine) -> MemberStocks:
+    def get(self, key: tuple, path: Path, engine: WhatIfEngine) -> MemberEnsemble:
         st = path.stat()
         full = (*key, st.st_size, st.st_mtime_ns)
         with self._lock:
             if full not in self._data:
                 self._data = {k: v for k, v in self._data.items() if k[:len(key)] != key}
-                self._data[full] = MemberStocks.solve(engine, load_member_thetas(path, engine))
+                self._data[full] = MemberEnsemble(engine, load_member_thetas(path, engine))
             return self._data[full]
 
 
@@ -225,5 +277,5 @@ def site_misfit(rows: pd.DataFrame) -> pd.DataFrame:
     return out[cols]
 
 
-__all__ = ["MEMBER_DIM", "MemberCache", "MemberStocks", "load_member_thetas", "members_path", "parameter_map",
+__all__ = ["MEMBER_DIM", "MemberCache", "MemberEnsemble", "load_member_thetas", "members_path", "parameter_map",
            "site_misfit"]

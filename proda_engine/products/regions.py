@@ -2,6 +2,17 @@
 
 A region is a boolean mask on the product grid. Named regions come from the world's covariates
 (continent, Köppen, land cover) or from geometry (a lat/lon box, CONUS, a GeoJSON polygon).
+
+**One convention for totals** (:data:`TOTALS_CONVENTION`), used by ``proda map``, ``proda world``,
+``proda sensitivity``, ``api.what_if`` and the dashboard's cards and downloads alike:
+
+* the stock of a cell is the model's fine-earth SOC stock with every depth increment multiplied by
+  (1 - CF/100), CF the coarse-fragment volume at 0, 30 and 100 cm (spec §(i);
+  :func:`~proda_engine.products.gridded.coarse_fragment_stocks`, the only place it is applied);
+* every land cell counts with its full cell area (the spec's spherical trapezoid, :func:`cell_area`):
+  the land fraction only decides which cells are land when a world is built (GLOBE land fraction
+  >= 0.5) and never weights a total, as in the original;
+* cells that fail the spec §(i) plausibility limits are dropped (NaN in every map, left out of totals).
 """
 
 from __future__ import annotations
@@ -15,6 +26,13 @@ import xarray as xr
 
 EARTH_RADIUS_M = 6_371_008.8  # spec §(i)
 PG = 1e15  # g per Pg
+#: The totals convention every product records (``totals_convention`` attribute); see the module docstring.
+TOTALS_CONVENTION = (
+    "Pg C = sum over valid land cells of stock [kg C m-2] x 1000 x cell area [m2] / 1e15; stock = model "
+    "fine-earth SOC with each depth increment x (1 - CF/100), CF = coarse fragments at 0, 30 and 100 cm "
+    "(spec (i)); full cell area (spherical trapezoid), no land-fraction weighting; cells failing the spec (i) "
+    "plausibility limits dropped"
+)
 
 #: Köppen main groups as code ranges of Beck et al. (2018) classes 1..30 (Af Am Aw | BWh BWk BSh BSk |
 #: Csa..Cfc | Dsa..Dfd | ET EF), the numbering the original PRODA and the default world use. The spec

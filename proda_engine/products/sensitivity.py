@@ -24,8 +24,11 @@ lowers K_bar and raises SOC: both R and ln S change sign). Higher xi_bar (faster
 decay) -> b < 0 for Xi. SOC is linear in the inputs, so for NPP R(q) = q and S(q) = S(0)(1 + q)
 exactly: b = 1 and dS = 1 % of the stock; turnover does not change (b_T = 0).
 
-The solves reuse cached parts across levels (see :class:`~proda_engine.products.gridded.CellSolver`),
-and are done in batches of cells so memory stays bounded on the global grid.
+The solves run on the what-if engine (``space="theta"``, its cached operator pieces shared across
+levels), in batches of cells so memory stays bounded on the global grid. They are kept per cell
+(:class:`CellCurves`), so one set of 61 solves per member serves every region and depth interval:
+``proda sensitivity --region ... --depth ...`` and the dashboard's bars (``api.sensitivity``) aggregate
+the same curves with the same code (:func:`sensitivity_from_curves`).
 """
 
 from __future__ import annotations
@@ -44,13 +47,13 @@ import xarray as xr
 from proda_engine.data.parameter_files import parameter_file_attrs
 from proda_engine.grid import Grid
 from proda_engine.products.gridded import (
-    CellSolver,
+    INTERVALS,
     ParameterSet,
     World,
     coarse_fragment_stocks,
 )
-from proda_engine.products.regions import PG
-from proda_engine.products.whatif import MECHANISM_LABELS, MECHANISMS, perturb_theta
+from proda_engine.products.regions import PG, TOTALS_CONVENTION
+from proda_engine.products.whatif import MECHANISM_LABELS, MECHANISMS, WhatIfEngine
 
 #: The 11 relative perturbation levels (index 5 is 0).
 LEVELS: np.ndarray = np.round(np.linspace(-0.20, 0.20, 11), 10)
@@ -140,92 +143,114 @@ def fit_elasticity(r: np.ndarray, y: np.ndarray, y0: float) -> dict[str, float]:
             "change_for_plus10pct": p10}
 
 
-def _member_curves(world: World, theta: np.ndarray, groups: Sequence[str], levels: np.ndarray, *,
-                   grid: Grid, closure: str, chunk_size: int, cf: np.ndarray | None):
-    """Per-cell stock (kg C m-2, CF corrected), turnover (yr), metric B and validity for every
-    (group, level), shape (G, Q, C)."""
-    C = world.n_cells
+@dataclass
+class CellCurves:
+    """Per-cell results of the spec's perturbation levels for one parameter set (one member).
+
+    Region and depth are chosen afterwards (:func:`sensitivity_from_curves`), so one set of solves
+    serves every region and depth interval.
+
+    Attributes:
+        groups, levels: the perturbed groups and the relative levels q.
+        raw: (G, Q, 4, C) float32 fine-earth SOC stock per depth interval (kg C m-2), NaN where invalid.
+        metric: (G, Q, C) float32 the group's bulk metric B.
+        cin: (C,) the unperturbed carbon input C_in (g C m-2 yr-1).
+    """
+
+    groups: tuple[str, ...]
+    levels: np.ndarray
+    raw: np.ndarray
+    metric: np.ndarray
+    cin: np.ndarray
+
+
+def cell_curves(engine: WhatIfEngine, source: str, *, groups: Sequence[str] = MECHANISMS,
+                levels: Sequence[float] | np.ndarray = LEVELS) -> CellCurves:
+    """Solve every (group, level) of the spec's theta-space perturbation with the what-if engine.
+
+    theta_i <- theta_i (1 + q) in unit space, clamped (``space="theta"``); NPP scales the inputs.
+    """
+    levels = np.asarray(levels, dtype=float)
+    C = engine.forcing.n_cells
     G, Q = len(groups), len(levels)
-    stock = np.full((G, Q, C), np.nan)
-    tau = np.full((G, Q, C), np.nan)
-    B = np.full((G, Q, C), np.nan)
-    valid = np.zeros((G, Q, C), bool)
+    raw = np.full((G, Q, len(INTERVALS), C), np.nan, np.float32)
+    metric = np.full((G, Q, C), np.nan, np.float32)
+    for gi, g in enumerate(groups):
+        for qi, q in enumerate(levels):
+            res = engine.cell_results(source, {g: float(q)} if q else None, space="theta")
+            for di, d in enumerate(INTERVALS):
+                raw[gi, qi, di] = res.raw_stocks[d]
+            metric[gi, qi] = res.diagnostics[GROUP_METRIC[g]]
+    cin = engine.forcing.inputs.sum(0).numpy().astype(float)
+    return CellCurves(tuple(groups), levels, raw, metric, cin)
+
+
+def world_cell_curves(world: World, theta: np.ndarray, *, grid: Grid, closure: str, chunk_size: int = 20000,
+                      groups: Sequence[str] = MECHANISMS,
+                      levels: Sequence[float] | np.ndarray = LEVELS) -> CellCurves:
+    """:func:`cell_curves` for every cell of a world, ``chunk_size`` cells per engine (bounded memory)."""
+    parts = []
+    C = world.n_cells
     for s in range(0, C, chunk_size):
         sl = slice(s, min(s + chunk_size, C))
-        solver = CellSolver(world.cells.forcing.subset(sl).to(dtype=torch.float64), grid, closure)
-        th = theta[sl]
-        for gi, g in enumerate(groups):
-            metric = GROUP_METRIC[g]
-            for qi, q in enumerate(levels):
-                if g == "NPP":
-                    sol = solver.solve(th, input_scale=1.0 + q, diagnostics=(metric,))
-                else:
-                    key = tuple(float(q) if m == g else 0.0 for m in MECHANISMS)
-                    sol = solver.solve(perturb_theta(th, key), diagnostics=(metric,))
-                corr = coarse_fragment_stocks(sol.stocks, None if cf is None else cf[:, sl])
-                stock[gi, qi, sl] = corr["whole"] / 1000.0
-                tau[gi, qi, sl] = sol.turnover("whole")
-                B[gi, qi, sl] = sol.diagnostics[metric]
-                valid[gi, qi, sl] = sol.valid
-    return stock, tau, B, valid
+        forcing = world.cells.forcing.subset(sl).to(dtype=torch.float64)
+        eng = WhatIfEngine(None, {"member": theta[sl]}, grid=grid, closure=closure, cache_size=2,
+                           cells=(forcing, world.cells.cells[sl], world.cells.lat, world.cells.lon))
+        parts.append(cell_curves(eng, "member", groups=groups, levels=levels))
+    return CellCurves(tuple(groups), np.asarray(levels, float), np.concatenate([p.raw for p in parts], -1),
+                      np.concatenate([p.metric for p in parts], -1), np.concatenate([p.cin for p in parts]))
 
 
-def marginal_sensitivity(world: World, params: ParameterSet | np.ndarray | xr.DataArray, *,
-                         groups: Sequence[str] = MECHANISMS, levels: Sequence[float] | np.ndarray = LEVELS,
-                         member_dim: str = "member", grid: Grid | None = None, closure: str | None = None,
-                         chunk_size: int = 20000, coarse_fragments: bool = True,
-                         cell_mask: np.ndarray | None = None) -> SensitivityResult:
-    """The spec §(j) marginal sensitivity for every ensemble member (see the module docstring).
+def sensitivity_from_curves(curves: Sequence[CellCurves], *, area: np.ndarray, cf: np.ndarray | None,
+                            cell_mask: np.ndarray | None = None, depth: str = "whole",
+                            members: Sequence[int] | None = None,
+                            attrs: dict | None = None) -> SensitivityResult:
+    """Aggregate per-cell curves over a region and depth interval and fit (spec §(j) steps 4-7).
 
-    Args:
-        world: a loaded world (:func:`~proda_engine.products.gridded.load_world`).
-        params: unit-interval parameter sets (anything :class:`ParameterSet` accepts except the
-            default-CLM5 preset, which has no unit-interval form).
-        groups: mechanism groups to perturb; levels: relative perturbations (must include 0).
-        grid, closure: None: the defaults, refusing parameters recorded with another closure or
-            soil grid; given explicitly: used (a warning if the parameters record another).
-        cell_mask: optional (C,) bool restricting the aggregation to a region's cells.
+    S_G(q): area-weighted CF-corrected stock of the interval (Pg C); T_G(q): unweighted mean turnover of
+    the interval (raw stock / C_in, yr); R_G(q): mean relative change of the bulk metric; all over the
+    cells of the region valid at every level of the group. ``baseline_stock_pg`` is the unperturbed total
+    over every cell valid at the baseline: the number ``proda map`` and the dashboard's cards report.
     """
-    ps = params if isinstance(params, ParameterSet) else ParameterSet(params, world, member_dim=member_dim)
-    if ps.is_default:
-        raise ValueError("marginal sensitivity perturbs unit-interval theta; the default-CLM5 preset has none")
-    levels = np.asarray(levels, dtype=float)
-    zero = np.flatnonzero(np.isclose(levels, 0.0))
-    if zero.size != 1:
-        raise ValueError(f"levels must contain 0 exactly once, found {levels.tolist()}")
-    i0 = int(zero[0])
-    unknown = set(groups) - set(MECHANISMS)
-    if unknown:
-        raise ValueError(f"unknown group(s) {sorted(unknown)}; expected some of {list(MECHANISMS)}")
-    closure = ps.resolve_closure(closure)
-    grid = ps.resolve_grid(grid)
-    cf = world.coarse_fragments() if coarse_fragments else None
-    area = world.cell_areas
-    sel = np.ones(world.n_cells, bool) if cell_mask is None else np.asarray(cell_mask, bool)
-    M, G, Q = ps.n_members, len(groups), len(levels)
-    S = np.full((M, G, Q), np.nan)
-    T = np.full((M, G, Q), np.nan)
-    R = np.full((M, G, Q), np.nan)
+    import pandas as pd
+
+    if depth not in INTERVALS:
+        raise ValueError(f"unknown depth interval {depth!r}; expected one of {list(INTERVALS)}")
+    c0 = curves[0]
+    groups, levels = c0.groups, c0.levels
+    i0 = int(np.flatnonzero(np.isclose(levels, 0.0))[0])
+    di = INTERVALS.index(depth)
+    M, G, Q = len(curves), len(groups), len(levels)
+    sel = np.ones(c0.raw.shape[-1], bool) if cell_mask is None else np.asarray(cell_mask, bool)
+    members = list(range(M)) if members is None else list(members)
+    S, T, R = (np.full((M, G, Q), np.nan) for _ in range(3))
     N = np.zeros((M, G), np.int64)
     rows = []
-    t0 = time.perf_counter()
-    for m, theta in ps.iter_members():
-        stock, tau, B, valid = _member_curves(world, theta, groups, levels, grid=grid, closure=closure,
-                                              chunk_size=chunk_size, cf=cf)
+    for m, cc in enumerate(curves):
         for gi, g in enumerate(groups):
-            # Compare like with like: only cells valid at every level of this group.
-            ok = valid[gi].all(0) & sel
+            raw = cc.raw[gi].astype(np.float64)  # (Q, 4, C)
+            ok0 = np.isfinite(raw[i0, -1]) & sel  # valid at the baseline: the map's and cards' cells
+            base = coarse_fragment_stocks({k: raw[i0, i, ok0] for i, k in enumerate(INTERVALS)},
+                                          None if cf is None else cf[:, ok0])[depth]
+            ok = np.isfinite(raw[:, -1]).all(0) & sel
             N[m, gi] = int(ok.sum())
-            S[m, gi] = (stock[gi][:, ok] * area[ok]).sum(1) * 1000.0 / PG
-            T[m, gi] = tau[gi][:, ok].mean(1) if ok.any() else np.nan
-            b0 = B[gi, i0]
-            use = ok & np.isfinite(b0) & (b0 > 0) & np.isfinite(B[gi]).all(0)
+            stocks = coarse_fragment_stocks({k: raw[:, i, ok] for i, k in enumerate(INTERVALS)},
+                                            None if cf is None else cf[:, ok])
+            S[m, gi] = (stocks[depth] * area[ok]).sum(1) * 1000.0 / PG
+            scale = (1.0 + levels)[:, None] if g == "NPP" else np.ones((Q, 1))
             with np.errstate(divide="ignore", invalid="ignore"):
-                R[m, gi] = ((B[gi][:, use] - b0[use]) / b0[use]).mean(1) if use.any() else np.nan
+                tau = raw[:, di, ok] * 1000.0 / (cc.cin[ok][None, :] * scale)
+            T[m, gi] = tau.mean(1) if ok.any() else np.nan
+            B = cc.metric[gi].astype(np.float64)
+            b0 = B[i0]
+            use = ok & np.isfinite(b0) & (b0 > 0) & np.isfinite(B).all(0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                R[m, gi] = ((B[:, use] - b0[use]) / b0[use]).mean(1) if use.any() else np.nan
             fs = fit_elasticity(R[m, gi], S[m, gi], S[m, gi, i0])
             ft = fit_elasticity(R[m, gi], T[m, gi], T[m, gi, i0])
             rows.append({
-                "member": int(ps.members[m]), "group": g,
+                "member": int(members[m]), "group": g,
+                "baseline_stock_pg": float((base * area[ok0]).sum() * 1000.0 / PG),
                 "stock_pg": S[m, gi, i0], "turnover_mean_yr": T[m, gi, i0],
                 "elasticity_stock": fs["b"], "intercept_stock": fs["a"], "plus1pct_stock_pg": fs["plus1pct"],
                 "change_for_double_stock": fs["change_for_double"],
@@ -235,28 +260,66 @@ def marginal_sensitivity(world: World, params: ParameterSet | np.ndarray | xr.Da
                 "change_for_plus10pct_turnover": ft["change_for_plus10pct"],
                 "process_change_at_plus20pct": R[m, gi, -1], "n_cells": N[m, gi],
             })
-    import pandas as pd
-
-    curves = xr.Dataset(
+    label = "whole-profile" if depth == "whole" else depth
+    curves_ds = xr.Dataset(
         {
             "stock": (("member", "group", "level"), S, {"units": "Pg C", "long_name":
-                                                         "global whole-profile SOC (coarse-fragment corrected)"}),
-            "turnover": (("member", "group", "level"), T, {"units": "yr", "long_name":
-                                                            "mean bulk turnover (unweighted over valid cells)"}),
+                                                         f"regional {label} SOC (coarse-fragment corrected)"}),
+            "turnover": (("member", "group", "level"), T, {
+                "units": "yr", "long_name": f"mean {label} bulk turnover (unweighted over valid cells)"}),
             "process_change": (("member", "group", "level"), R, {"units": "1", "long_name":
                                                                   "mean relative change of the group's bulk metric"}),
             "n_cells": (("member", "group"), N, {"long_name": "cells valid at every level"}),
         },
-        coords={"member": np.asarray(ps.members), "group": list(groups),
+        coords={"member": np.asarray(members), "group": list(groups),
                 "level": ("level", levels, {"units": "1", "long_name": "relative perturbation q"}),
                 "metric": ("group", [METRIC_LABEL[g] for g in groups])},
-        attrs={"world": world.name, "parameters": ps.label, "n_members": M,
-               **parameter_file_attrs(closure, grid.name, lat=world.cells.lat, lon=world.cells.lon),
+        attrs={"n_members": M, "depth": depth, "totals_convention": TOTALS_CONVENTION,
                "method": "theta_i <- theta_i (1+q) in unit space (clamped); NPP scales inputs; "
-                         "ln(S/S0) = a + b ln(1+R)",
-               "seconds": round(time.perf_counter() - t0, 2), "solves_per_member": G * (Q - 1) + 1},
+                         "ln(S/S0) = a + b ln(1+R)", **(attrs or {})},
     )
-    return SensitivityResult(curves=curves, table=pd.DataFrame(rows))
+    return SensitivityResult(curves=curves_ds, table=pd.DataFrame(rows))
+
+
+def marginal_sensitivity(world: World, params: ParameterSet | np.ndarray | xr.DataArray, *,
+                         groups: Sequence[str] = MECHANISMS, levels: Sequence[float] | np.ndarray = LEVELS,
+                         member_dim: str = "member", grid: Grid | None = None, closure: str | None = None,
+                         chunk_size: int = 20000, coarse_fragments: bool = True,
+                         cell_mask: np.ndarray | None = None, depth: str = "whole",
+                         region_label: str = "Globe") -> SensitivityResult:
+    """The spec §(j) marginal sensitivity for every ensemble member (see the module docstring).
+
+    Args:
+        world: a loaded world (:func:`~proda_engine.products.gridded.load_world`).
+        params: unit-interval parameter sets (anything :class:`ParameterSet` accepts except the
+            default-CLM5 preset, which has no unit-interval form).
+        groups: mechanism groups to perturb; levels: relative perturbations (must include 0).
+        grid, closure: None: the defaults, refusing parameters recorded with another closure or
+            soil grid; given explicitly: used (a warning if the parameters record another).
+        cell_mask: optional (C,) bool restricting the aggregation to a region's cells (``region_label``
+            names it); depth: the stock interval (the spec: ``whole``).
+    """
+    ps = params if isinstance(params, ParameterSet) else ParameterSet(params, world, member_dim=member_dim)
+    if ps.is_default:
+        raise ValueError("marginal sensitivity perturbs unit-interval theta; the default-CLM5 preset has none")
+    levels = np.asarray(levels, dtype=float)
+    if np.flatnonzero(np.isclose(levels, 0.0)).size != 1:
+        raise ValueError(f"levels must contain 0 exactly once, found {levels.tolist()}")
+    unknown = set(groups) - set(MECHANISMS)
+    if unknown:
+        raise ValueError(f"unknown group(s) {sorted(unknown)}; expected some of {list(MECHANISMS)}")
+    closure = ps.resolve_closure(closure)
+    grid = ps.resolve_grid(grid)
+    cf = world.coarse_fragments() if coarse_fragments else None
+    t0 = time.perf_counter()
+    curves = [world_cell_curves(world, theta, grid=grid, closure=closure, chunk_size=chunk_size, groups=groups,
+                                levels=levels) for _, theta in ps.iter_members()]
+    provenance = world.spec.provenance() if getattr(world, "spec", None) is not None else {"world": world.name}
+    attrs = {"world": world.name, **provenance, "parameters": ps.label, "region": region_label,
+             **parameter_file_attrs(closure, grid.name, lat=world.cells.lat, lon=world.cells.lon),
+             "seconds": round(time.perf_counter() - t0, 2), "solves_per_member": len(groups) * (len(levels) - 1) + 1}
+    return sensitivity_from_curves(curves, area=world.cell_areas, cf=cf, cell_mask=cell_mask, depth=depth,
+                                   members=ps.members, attrs=attrs)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -70,12 +70,14 @@ class SiteSet:
 
     def comparison(self, engine: WhatIfEngine, *, source: str | None = None,
                    perturbation: Mapping[str, float] | None = None, region: Region | None = None,
-                   max_sites: int | None = 3000, seed: int = 0) -> tuple[pd.DataFrame, dict[str, float]]:
-        """Observed vs modelled SOC per horizon (kg C m-3) for sites in ``region``, and pooled metrics."""
+                   max_sites: int | None = 3000, seed: int = 0,
+                   space: str = "bulk") -> tuple[pd.DataFrame, dict[str, float]]:
+        """Observed vs modelled SOC per horizon (kg C m-3) for sites in ``region``, and pooled metrics
+        (a bulk request is realised in ``region``, as on the map)."""
         idx = self.in_region(engine, region)
         if max_sites is not None and idx.size > max_sites:
             idx = np.sort(np.random.default_rng(seed).choice(idx, max_sites, replace=False))
-        res = engine.cell_results(source or next(iter(engine.sources)), perturbation)
+        res = engine.cell_results(source or next(iter(engine.sources)), perturbation, space=space, region=region)
         cells = self.profiles["cell"].to_numpy()[idx]
         obs = self.observations.subset(idx)
         model = model_at_obs(res.soc[:, cells], engine.grid.z_node, obs.depth, obs.mask)

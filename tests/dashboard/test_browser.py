@@ -11,6 +11,8 @@ import json
 import pytest
 from playwright.sync_api import Page, expect
 
+from proda_engine import api
+
 pytestmark = pytest.mark.ui
 
 
@@ -57,6 +59,33 @@ def test_cue_slider_raises_total(page: Page, served, wait, artifacts):
     # the URL carries the perturbation (shareable state)
     wait(lambda: "A=5" in page.url, page, what="URL sync")
     page.screenshot(path=str(artifacts / "dashboard-cue-plus5.png"))
+
+
+def test_decomposition_up_lowers_soc_with_realised_change_and_uncertainty(page: Page, served, wait, artifacts):
+    """The K slider raises the region's K̄ (faster decay): SOC falls; the line under the slider shows the
+    realised K̄ change and the SOC change; with an ensemble source the cards show ± s.d."""
+    url, apps = served
+    app = _open(page, url, apps, wait)
+    label = api.parameter_sources()["twin_truth"]  # the test world's ensemble source
+    _select(page, label).select_option(label)
+    wait(lambda: app.store.result.totals["source"] == "twin_truth" and app.store.uncertainty is not None, page,
+         what="ensemble source solved")
+    handle = page.locator(".noUi-handle").nth(1)  # the second slider is K̄
+    handle.focus()
+    for _ in range(10):
+        page.keyboard.press("ArrowRight")
+    wait(lambda: app.state.K == 10 and app.store.result.perturbation["K"] == pytest.approx(0.10), page,
+         what="K̄ +10 % solved")
+    res = app.store.result
+    assert res.totals["change_pg"] < 0 and abs(res.realised["K"] - 0.10) <= 5e-4
+    expect(page.locator(".realised-K").first).to_contain_text("K̄ +10.0 % → SOC -")
+    wait(lambda: app.store.uncertainty is not None and app.store.uncertainty.get("change_pg_sd", 0) > 0, page,
+         what="members solved under K̄ +10 %")
+    expect(page.locator(".card-change").first).to_contain_text("±")
+    expect(page.locator(".card-total").first).to_contain_text("±")
+    expect(page.locator(".proda-source-note").first).to_contain_text("synthetic twin")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(artifacts / "dashboard-k-plus10.png"))
 
 
 def test_depth_interval_orders_totals(page: Page, served, wait):
@@ -165,7 +194,7 @@ def test_url_state_is_applied(page: Page, served, wait):
     app = _open(page, f"{url}?NPP=10&depth=whole&variable=soc_change", apps, wait)
     assert (app.state.NPP, app.state.depth, app.state.variable) == (10, "whole", "soc_change")
     assert app.store.result.totals["change_pct"] == pytest.approx(10.0, rel=1e-6)  # inputs scale linearly
-    expect(page.locator(".card-change").first).to_contain_text("+10.00 %")
+    expect(page.locator(".card-change").first).to_contain_text("+10.0 %")
 
 
 def test_bad_upload_shows_message_and_session_survives(page: Page, served, wait, tmp_path):

@@ -203,8 +203,13 @@ def test_api_parameter_map(world):
     theta = da["theta"].values[land]
     assert ((theta > 0) & (theta <= 1)).all()
     np.testing.assert_allclose(da.values[land], p.lower + theta * (p.upper - p.lower))
-    up = api.parameter_map("q10", "twin_truth", world, perturbation={"Xi": 0.2})
+    up = api.parameter_map("q10", "twin_truth", world, perturbation={"Xi": 0.2}, space="theta")
     assert np.nanmean(up["theta"].values) > np.nanmean(da["theta"].values)  # what the solve used
+    # bulk space: K̄ +20 % divides every turnover time by the realised multiplier (> 1)
+    tau0 = api.parameter_map("tau4s3", "twin_truth", world)
+    fast = api.parameter_map("tau4s3", "twin_truth", world, perturbation={"K": 0.2})
+    assert fast.attrs["multiplier"] > 1.0
+    np.testing.assert_allclose(fast.values, tau0.values / fast.attrs["multiplier"], rtol=1e-12)
     dflt = api.parameter_map("efolding", "default_clm5", world)
     assert np.nanmax(dflt.values) == pytest.approx(10.0)  # CLM5's default, outside the prior
     with pytest.raises(ValueError, match="unknown parameter"):
@@ -263,7 +268,7 @@ def test_parameter_layer_follows_perturbation_with_fixed_limits(world):
     app.state.K = 20
     layer1 = app.store.layer
     assert layer1.clim == layer0.clim and layer1.signature == layer0.signature
-    assert np.nanmean(layer1.values) > np.nanmean(layer0.values)
+    assert np.nanmean(layer1.values) < np.nanmean(layer0.values)  # K̄ +20 %: faster decay, shorter tau
     assert "Parameters of the source (21)" in app.controls.variable.groups
     assert len(app.controls.variable.groups["Parameters of the source (21)"]) == 21
 
@@ -364,3 +369,65 @@ def test_scenario_panel_runs_and_reports_signs(world):
     sc.run()
     assert "no land" in sc.message or "no land cell" in sc.message
     app.state.region = "globe"
+
+
+# ---------------------------------------------------------------------------------------------
+# honest what-if: bulk-process sliders, realised changes, ensemble +-, provenance, the spec's bars
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sliders_mean_their_bulk_process_and_show_what_was_realised(world):
+    """K̄ +10 % lowers SOC; the line under the slider shows the realised K̄ change and the SOC change;
+    an unmoved slider shows its process's side effect, not a request."""
+    from dashboard.app import build_app
+
+    app = build_app(world)
+    app.state.param.update(source="twin_truth", K=10)
+    res = app.store.result
+    assert res.totals["change_pg"] < 0 and abs(res.realised["K"] - 0.10) <= api.BULK_TOLERANCE
+    line = app.controls.realised["K"].object
+    assert "K̄ &#43;10.0 %" in line and "SOC &#45;" in line
+    assert "side effect" in app.controls.realised["Xi"].object or "unchanged" in app.controls.realised["Xi"].object
+    app.state.param.update(K=0, A=10)
+    assert app.store.result.totals["change_pg"] > 0 and "CUE &#43;10.0 %" in app.controls.realised["A"].object
+
+
+def test_ensemble_uncertainty_on_cards_profile_and_downloads(world):
+    """With an ensemble, every card, the change and the tapped profile carry +- s.d. over the members
+    (phase 2 of a request), and the downloads carry them and where the numbers come from."""
+    from dashboard.app import build_app
+    from dashboard.store import csv_bytes
+
+    app = build_app(world)
+    app.state.source = "twin_truth"  # the test world's ensemble source
+    app.store.set_tap(7.1, 46.3)
+    app.state.NPP = 10
+    unc = app.store.uncertainty
+    assert unc is not None and unc["n_members"] == 4 and unc["total_pg_sd"] > 0
+    assert unc["change_pct_mean"] == pytest.approx(10.0, rel=1e-6)  # carbon input: exactly linear in every member
+    assert unc["profile_sd"].shape == unc["profile_mean"].shape and np.nanmax(unc["profile_sd"]) > 0
+    for card in ("total", "change", "turnover-mean", "turnover-median", "cue"):
+        assert "±" in app.totals.cards[card].object, card
+    assert "synthetic twin world" in app.totals.provenance.object
+    text = csv_bytes(app.store.result, unc).decode()
+    for key in ("note,", "world,", "totals_convention,", "realised_NPP,", "ensemble_total_pg_sd,"):
+        assert key in text, key
+    import holoviews as hv
+
+    fig = app.profile._plot(app.store.profile, app.store.profile_baseline)
+    assert any(isinstance(el, hv.Polygons) for el in fig)  # the members' band around the what-if profile
+
+
+def test_sensitivity_is_the_spec_method_and_presets_get_a_note(world):
+    from dashboard.app import build_app
+
+    app = build_app(world)
+    app.state.source = "twin_truth"
+    sens = app.store.sensitivity
+    assert set(sens) == {"A", "K", "Xi", "V", "I", "NPP"} and sens["A"]["n_members"] == 4
+    assert sens["K"]["plus1pct_pg"] < 0 < sens["A"]["plus1pct_pg"] and sens["A"]["plus1pct_sd_pg"] > 0
+    same = api.sensitivity(region="globe", depth=app.state.depth, source="twin_truth", world=world)
+    assert sens["A"]["plus1pct_pg"] == same["A"]["plus1pct_pg"]
+    app.state.source = "default_clm5"
+    assert app.store.sensitivity == {} and "unit-interval" in app.store.sensitivity_note
+    assert app.store.message == ""

@@ -33,13 +33,13 @@ def test_levels_are_the_spec_levels():
 
 def test_npp_elasticity_is_exactly_one(result_standin_members):
     """SOC is linear in the inputs: R(q) = q, S(q) = S0 (1 + q) -> b = 1, +1 % = 1 % of the stock;
-    turnover S / C_in does not change."""
+    turnover S / C_in does not change. (Per-cell curves are kept in float32: exact to ~1e-7.)"""
     r = _row(result_standin_members, "NPP")
-    assert r.elasticity_stock == pytest.approx(1.0, abs=1e-9)
-    assert r.plus1pct_stock_pg == pytest.approx(0.01 * r.stock_pg, rel=1e-8)
-    assert r.change_for_double_stock == pytest.approx(1.0, rel=1e-8)  # +100 % input doubles SOC
-    assert r.change_for_plus10pct_stock == pytest.approx(0.1, rel=1e-8)
-    assert abs(r.elasticity_turnover) < 1e-9
+    assert r.elasticity_stock == pytest.approx(1.0, abs=1e-7)
+    assert r.plus1pct_stock_pg == pytest.approx(0.01 * r.stock_pg, rel=1e-6)
+    assert r.change_for_double_stock == pytest.approx(1.0, rel=1e-6)  # +100 % input doubles SOC
+    assert r.change_for_plus10pct_stock == pytest.approx(0.1, rel=1e-6)
+    assert abs(r.elasticity_turnover) < 1e-7
     c = result_standin_members.curves
     np.testing.assert_allclose(c["process_change"].sel(group="NPP").values[0], LEVELS, atol=1e-12)
 

@@ -1,4 +1,4 @@
-"""What-if engine: invariants of totals, signs of mechanism responses, caching."""
+"""What-if engine: invariants of totals, signs of mechanism responses, realised bulk changes, caching."""
 
 from pathlib import Path
 
@@ -7,7 +7,13 @@ import pytest
 
 from proda_engine import api
 from proda_engine.products.regions import Region, cell_area, total_pg
-from proda_engine.products.whatif import WhatIfEngine, perturb_theta, perturbation_key
+from proda_engine.products.whatif import (
+    BULK_TOLERANCE,
+    MECHANISMS,
+    WhatIfEngine,
+    perturb_theta,
+    perturbation_key,
+)
 
 FIX = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "clm5" / "case.clm2.h0.clim.nc"
 
@@ -39,12 +45,106 @@ def test_depth_totals_are_monotone(engine):
     assert t == sorted(t)
 
 
-@pytest.mark.parametrize(("mech", "sign"), [("A", 1), ("K", 1), ("NPP", 1), ("Xi", -1)])
+@pytest.mark.parametrize(("mech", "sign"), [("A", 1), ("K", -1), ("Xi", -1), ("NPP", 1)])
 def test_mechanism_signs(engine, mech, sign):
-    """CUE up -> SOC up; longer turnover times (K theta up) -> SOC up; more input -> more SOC;
-    stronger environmental modifiers (Q10, w_s, deeper e-folding) -> faster decay -> less SOC."""
+    """Bulk processes (the default): CUE up -> SOC up; faster baseline decomposition (K̄ up) -> SOC down;
+    a stronger environmental modifier (ξ̄ up) -> faster decay -> SOC down; more input -> more SOC."""
     r = engine.what_if({mech: 0.05}, depth="whole")
     assert np.sign(r.totals["change_pg"]) == sign
+
+
+@pytest.mark.parametrize(("mech", "sign"), [("A", 1), ("K", 1), ("NPP", 1), ("Xi", -1)])
+def test_theta_space_signs(engine, mech, sign):
+    """The spec's theta-space perturbation (``space="theta"``): K theta up lengthens the turnover times,
+    so SOC rises; Q10, w_s and a deeper e-folding speed decay."""
+    r = engine.what_if({mech: 0.05}, depth="whole", space="theta")
+    assert np.sign(r.totals["change_pg"]) == sign
+
+
+@pytest.mark.parametrize("region", [None, Region("box", (-180, 180, 0, 90), "north")])
+@pytest.mark.parametrize("mech", ["A", "K", "Xi", "V", "I", "NPP"])
+def test_bulk_request_is_realised_in_the_region(engine, mech, region):
+    """The region's mean relative change of the bulk process equals the request within the tolerance;
+    the realised values, multipliers and the converged flag come back with the result."""
+    for r in (0.1, -0.1, 0.25):
+        res = engine.what_if({mech: r}, depth="whole", region=region)
+        assert res.totals["bulk_converged"] == 1, (mech, r, res.realised)
+        assert abs(res.realised[mech] - r) <= BULK_TOLERANCE
+        assert res.totals[f"realised_{mech}"] == res.realised[mech]
+        assert res.multipliers[mech] != 1.0
+        assert all(res.multipliers[m] == 1.0 for m in MECHANISMS if m != mech)
+
+
+def test_joint_bulk_request(engine):
+    res = engine.what_if({"K": 0.1, "A": -0.05, "NPP": 0.2}, depth="whole")
+    for m, r in (("K", 0.1), ("A", -0.05), ("NPP", 0.2)):
+        assert abs(res.realised[m] - r) <= BULK_TOLERANCE
+    assert res.totals["bulk_iterations"] <= 8
+
+
+def test_decay_multipliers_act_on_the_same_rate(engine):
+    """k = K x xi: multiplying the baseline rates or the environmental modifier by the same factor gives
+    the same steady state (``space="multiplier"``), while the bulk diagnostics tell them apart."""
+    k = engine.what_if({"K": 0.1}, depth="whole", space="multiplier")
+    x = engine.what_if({"Xi": 0.1}, depth="whole", space="multiplier")
+    np.testing.assert_allclose(k.maps.soc_stock.values, x.maps.soc_stock.values, rtol=1e-12, equal_nan=True)
+    assert k.realised["K"] > 0.09 and abs(k.realised["Xi"]) < 0.05
+    assert x.realised["Xi"] > 0.09 and abs(x.realised["K"]) < 0.05
+
+
+def test_multiplier_guards():
+    import torch
+
+    from proda_engine.products.whatif import BETA_MAX, MAX_DONOR_EFFICIENCY, apply_multipliers
+
+    p = {n: torch.tensor([v], dtype=torch.float64) for n, v in {"beta": 0.95, "fl1s1": 0.45, "fl2s1": 0.5, "fl3s2": 0.5,
+                                             "fs1s2": 0.3, "fs1s3": 0.004, "fs2s1": 0.42, "fs2s3": 0.03,
+                                             "fs3s1": 0.45, "fcwdl2": 0.76, "taucwd": 3.0, "taul1": 0.05,
+                                             "taul2": 0.2, "tau4s1": 0.14, "tau4s2": 5.0, "tau4s3": 222.0}.items()}
+    out = apply_multipliers(p, (3.0, 2.0, 1.0, 1.0, 1.5, 1.0))
+    assert float(out["fl1s1"]) == pytest.approx(MAX_DONOR_EFFICIENCY)
+    assert float(out["fs2s1"] + out["fs2s3"]) == pytest.approx(MAX_DONOR_EFFICIENCY)
+    assert float(out["fs2s1"] / out["fs2s3"]) == pytest.approx(0.42 / 0.03)  # rescaled together
+    assert float(out["fcwdl2"]) == 0.76  # CWD fragmentation is not microbial
+    assert float(out["tau4s3"]) == pytest.approx(111.0) and float(out["taul1"]) == pytest.approx(0.025)
+    assert float(out["beta"]) == pytest.approx(BETA_MAX)
+
+
+def test_unreachable_request_is_reported_not_hidden(engine):
+    """CUE +300 % cannot be realised under the donor guard: the engine stops and says so (here every cell
+    even leaves the plausible range, so nothing is realised at all)."""
+    res = engine.what_if({"A": 3.0}, depth="whole")
+    assert res.totals["bulk_converged"] == 0 and not res.realised["A"] >= 3.0 - BULK_TOLERANCE
+
+
+def test_turnover_and_cue_follow_the_depth_interval(engine):
+    t = {d: engine.what_if({}, depth=d).totals for d in ("0-30cm", "0-100cm", "whole")}
+    assert t["0-30cm"]["turnover_mean_yr"] < t["0-100cm"]["turnover_mean_yr"] < t["whole"]["turnover_mean_yr"]
+    assert len({round(v["cue_mean"], 9) for v in t.values()}) == 3
+    base = engine.baseline()
+    ok = base.valid
+    assert t["whole"]["turnover_median_yr"] == pytest.approx(float(np.median(base.turnover["whole"][ok])))
+    a = engine.cell_area[ok]
+    assert t["0-30cm"]["cue_area_mean"] == pytest.approx(float((base.cue["0-30cm"][ok] * a).sum() / a.sum()))
+
+
+def test_coarse_fragments_are_applied_once(engine):
+    """Stocks and totals are the fine-earth model stock with each increment x (1 - CF/100)."""
+    import xarray as xr
+
+    from proda_engine.products.gridded import coarse_fragment_stocks
+
+    cf = xr.Dataset({v: (("lat", "lon"), np.full(engine.shape, c)) for v, c in
+                     (("Coarse_Fragments_v_0cm", 10.0), ("Coarse_Fragments_v_30cm", 20.0),
+                      ("Coarse_Fragments_v_100cm", 40.0))}, coords={"lat": engine.lat, "lon": engine.lon})
+    eng = WhatIfEngine(None, dict(engine.sources), fields=cf,
+                       cells=(engine.forcing, engine.cells, engine.lat, engine.lon))
+    res = eng.baseline()
+    ref = coarse_fragment_stocks({k: v * 1000 for k, v in res.raw_stocks.items()}, eng.cf)
+    for d in ("0-30cm", "0-100cm", "0-200cm", "whole"):
+        np.testing.assert_allclose(res.stocks[d], ref[d] / 1000, rtol=1e-12)
+        assert eng.what_if({}, depth=d).totals["total_pg"] < engine.what_if({}, depth=d).totals["total_pg"]
+    assert res.stocks["0-30cm"] == pytest.approx(0.9 * res.raw_stocks["0-30cm"])
 
 
 def test_input_scaling_is_exactly_linear(engine):
@@ -55,8 +155,10 @@ def test_input_scaling_is_exactly_linear(engine):
 def test_cache_makes_repeats_free(engine):
     engine.what_if({"A": 0.123})
     solves = engine.stats["solves"]
-    engine.what_if({"A": 0.123}, region=Region("box", (-90, 90, -60, 60), "box"))
-    assert engine.stats["solves"] == solves
+    engine.what_if({"A": 0.123}, depth="whole")
+    engine.what_if({"A": 0.123}, region=Region("box", (-90, 90, -60, 60), "box"), space="theta")
+    engine.what_if({"A": 0.123}, region=Region("box", (-80, 90, -60, 60), "box"), space="theta")
+    assert engine.stats["solves"] == solves + 1
 
 
 def test_perturbation_semantics():
@@ -104,13 +206,21 @@ def test_cached_operator_pieces_give_the_same_answer_as_a_fresh_solve():
     n = int(ds["valid"].sum())
     th = np.random.default_rng(5).uniform(0.2, 0.8, (n, 21))
     warm = WhatIfEngine(ds, {"s": th})
-    for pert in ({}, {"A": 0.1}, {"K": -0.2}, {"A": 0.1, "K": -0.2}, {"Xi": 0.1, "K": -0.2}, {"V": 0.3, "K": 0.1}):
-        got = warm.cell_results("s", pert)
-        ref = WhatIfEngine(ds, {"s": th}).cell_results("s", pert)
-        for k in got.stocks:
-            np.testing.assert_allclose(got.stocks[k], ref.stocks[k], rtol=1e-12, equal_nan=True)
-        np.testing.assert_allclose(got.cue, ref.cue, rtol=1e-12, equal_nan=True)
-        np.testing.assert_array_equal(got.status, ref.status)
+    lean = WhatIfEngine(ds, {"s": th}, lean=True)
+    for space in ("theta", "multiplier"):
+        for pert in ({}, {"A": 0.1}, {"K": -0.2}, {"A": 0.1, "K": -0.2}, {"Xi": 0.1, "K": -0.2}, {"V": 0.3, "K": 0.1},
+                     {"I": 0.05, "NPP": 0.1}):
+            got = warm.cell_results("s", pert, space=space)
+            refs = [WhatIfEngine(ds, {"s": th}).cell_results("s", pert, space=space)]
+            if space == "multiplier":  # the lean path assembles every operator afresh
+                refs.append(lean.cell_results("s", pert, space=space))
+            for ref in refs:
+                for k in got.stocks:
+                    np.testing.assert_allclose(got.stocks[k], ref.stocks[k], rtol=1e-10, equal_nan=True)
+                    np.testing.assert_allclose(got.cue[k], ref.cue[k], rtol=1e-10, equal_nan=True)
+                for k in got.diagnostics:
+                    np.testing.assert_allclose(got.diagnostics[k], ref.diagnostics[k], rtol=1e-10, equal_nan=True)
+                np.testing.assert_array_equal(got.status, ref.status)
 
 
 def test_partial_parameter_mapping_equals_the_full_table():
@@ -144,7 +254,7 @@ def test_cached_pieces_stay_within_their_byte_budget():
     big = WhatIfEngine(ds, {"s": th})
     for q in np.linspace(-0.3, 0.3, 13):
         for pert in ({"K": q}, {"Xi": q, "A": 0.1}):
-            a, b = small.cell_results("s", pert), big.cell_results("s", pert)
+            a, b = small.cell_results("s", pert, space="theta"), big.cell_results("s", pert, space="theta")
             np.testing.assert_allclose(a.stocks["whole"], b.stocks["whole"], rtol=1e-12, equal_nan=True)
         assert small._parts_bytes == sum(_nbytes(v) for v in small._parts.values())
         assert small._parts_bytes <= 200_000 or len(small._parts) == 1
