@@ -32,9 +32,14 @@ VARIABLES: dict[str, str] = {
 #: Extra map layers (label -> key); offered only where the world has them (see ``DashboardState``).
 SPREAD_VARIABLE = "soc_sd"
 MISFIT_VARIABLE = "misfit"
+#: The shipped reference product (Sanderman, Hengl & Fiske 2017) and the source's difference from it.
+REFERENCE_VARIABLE = "reference"
+REFERENCE_DIFF_VARIABLE = "minus_reference"
 EXTRA_VARIABLES: dict[str, str] = {
     "ensemble s.d. of SOC stock": SPREAD_VARIABLE,
     "model − observation at sites": MISFIT_VARIABLE,
+    "reference SOC stock (Sanderman et al. 2017)": REFERENCE_VARIABLE,
+    "source − reference SOC stock": REFERENCE_DIFF_VARIABLE,
 }
 
 #: Parameter maps are ``"param:<name>"`` (one per row of the 21-parameter table).

@@ -40,6 +40,8 @@ from dashboard.state import (
     MISFIT_VARIABLE,
     PARAM_PREFIX,
     POLYGON_PREFIX,
+    REFERENCE_DIFF_VARIABLE,
+    REFERENCE_VARIABLE,
     SPREAD_VARIABLE,
     DashboardState,
     box_label,
@@ -146,6 +148,15 @@ def color_limits(world: str | None, source: str | None, depth: str, variable: st
     if variable == SPREAD_VARIABLE:
         sd = ensemble_spread(world, source, depth)
         return (0.0, _percentile_limits(sd.values)[1]) if sd is not None else (0.0, 1.0)
+    if variable in (REFERENCE_VARIABLE, REFERENCE_DIFF_VARIABLE):
+        rc = reference_comparison(world, source, depth)
+        if rc is None:
+            return color_limits(world, source, depth if depth in REFERENCE_DEPTHS else "0-100cm", "soc_stock")
+        if variable == REFERENCE_VARIABLE:
+            return _percentile_limits(rc.maps["reference"].values)
+        d = rc.maps["difference"].values
+        hi = float(np.nanpercentile(np.abs(d), 98)) if np.isfinite(d).any() else 1.0
+        return (-hi, hi) if hi > 0 else (-1.0, 1.0)
     if variable == MISFIT_VARIABLE:  # symmetric: the sign is the point of this layer
         with ENGINE_LOCK:
             mis = api.site_misfit(source, None, world=world, max_sites=MAX_MISFIT_SITES)["misfit_kg_m3"].to_numpy()
@@ -171,6 +182,19 @@ def _percentile_limits(values: np.ndarray) -> tuple[float, float]:
     if hi <= lo:  # a constant field (e.g. one cell)
         lo, hi = lo - 0.5 * abs(lo or 1.0), hi + 0.5 * abs(hi or 1.0)
     return (lo, hi)
+
+
+#: Depth intervals the reference product covers.
+REFERENCE_DEPTHS = ("0-30cm", "0-100cm", "0-200cm")
+
+
+@functools.lru_cache(maxsize=32)
+def reference_comparison(world: str | None, source: str | None, depth: str):
+    """``api.reference_comparison`` on the globe, once per process; None for depths the reference lacks."""
+    if depth not in REFERENCE_DEPTHS:
+        return None
+    with ENGINE_LOCK:
+        return api.reference_comparison(source, depth, "globe", world=world)
 
 
 @functools.lru_cache(maxsize=64)
@@ -483,7 +507,8 @@ def png_bytes(result: api.WhatIfResult, variable: str, clim: tuple[float, float]
 
 #: Colour map per variable (Bokeh/colorcet names HoloViews understands); parameters use CMAP_PARAMETER.
 CMAPS: dict[str, str] = {"soc_stock": "viridis", "soc_change": "RdBu", "turnover": "plasma", "cue": "cividis",
-                         SPREAD_VARIABLE: "magma", MISFIT_VARIABLE: "RdBu_r"}
+                         SPREAD_VARIABLE: "magma", MISFIT_VARIABLE: "RdBu_r", REFERENCE_VARIABLE: "viridis",
+                         REFERENCE_DIFF_VARIABLE: "RdBu"}
 CMAP_PARAMETER = "inferno"
 
 
@@ -668,6 +693,18 @@ class ResultStore(param.Parameterized):
             clim, label = color_limits(self.world, req.source, depth, variable), variable_label(variable)
         else:
             note = ""
+        if variable in (REFERENCE_VARIABLE, REFERENCE_DIFF_VARIABLE):
+            rc = reference_comparison(self.world, req.source, depth)
+            if rc is not None:
+                t = rc.totals
+                key = "reference" if variable == REFERENCE_VARIABLE else "difference"
+                title = (f"{label}, {depth} (kg C m-2): reference {t['reference_pg']:,.0f} Pg C, source "
+                         f"{t['model_pg']:,.0f} Pg C ({provenance_tag(self.world, req.source)}) on cells both cover")
+                return make_layer(rc.maps[key], variable, clim, title), None, note
+            note = (f"the reference product covers {', '.join(REFERENCE_DEPTHS)}, not {depth}: "
+                    "showing the SOC stock")
+            variable = "soc_stock"
+            clim, label = color_limits(self.world, req.source, depth, variable), variable_label(variable)
         if variable == MISFIT_VARIABLE:
             try:
                 with ENGINE_LOCK:

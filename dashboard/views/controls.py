@@ -14,6 +14,8 @@ from dashboard.state import (
     MECHANISMS,
     MISFIT_VARIABLE,
     PERTURBATION_BOUNDS,
+    REFERENCE_DIFF_VARIABLE,
+    REFERENCE_VARIABLE,
     SPREAD_VARIABLE,
     VARIABLES,
     DashboardState,
@@ -45,6 +47,9 @@ def variable_groups(world: str | None, source: str | None) -> dict[str, dict[str
     groups = {"What if": dict(VARIABLES)}
     if extra:
         groups["Uncertainty and observations"] = extra
+    # the shipped reference product (0-30, 0-100, 0-200 cm; the store says so for other depths)
+    groups["Reference product"] = {_label(REFERENCE_VARIABLE): REFERENCE_VARIABLE,
+                                   _label(REFERENCE_DIFF_VARIABLE): REFERENCE_DIFF_VARIABLE}
     groups["Parameters of the source (21)"] = parameter_variables()
     return groups
 

@@ -431,3 +431,25 @@ def test_sensitivity_is_the_spec_method_and_presets_get_a_note(world):
     app.state.source = "default_clm5"
     assert app.store.sensitivity == {} and "unit-interval" in app.store.sensitivity_note
     assert app.store.message == ""
+
+
+def test_reference_layers_compare_the_source_with_the_shipped_map(app):
+    """The reference product and the source's difference from it are map layers; the difference is the
+    source's stock minus the reference on the same cells; depths the product lacks fall back with a note."""
+    from dashboard.state import REFERENCE_DIFF_VARIABLE, REFERENCE_VARIABLE
+
+    st, store = app.state, app.store
+    st.param.update(depth="0-100cm", variable=REFERENCE_VARIABLE)
+    ref = store.layer
+    assert ref.variable == REFERENCE_VARIABLE and "reference" in ref.label.lower() and "Pg C" in ref.title
+    st.variable = REFERENCE_DIFF_VARIABLE
+    rc = api.reference_comparison(st.source, "0-100cm", "globe", world=app.world)
+    diff = rc.maps["difference"].values
+    ok = np.isfinite(diff)
+    assert ok.any()
+    assert np.allclose(store.layer.values[ok], diff[ok], rtol=1e-5, atol=1e-5)
+    assert np.allclose(diff[ok], (rc.maps["model"].values - rc.maps["reference"].values)[ok])
+    assert store.layer.clim[0] == -store.layer.clim[1]
+    st.depth = "whole"
+    assert store.layer.variable == "soc_stock" and "reference product covers" in store.message
+    st.param.update(depth="0-100cm", variable="soc_stock")
