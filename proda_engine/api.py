@@ -381,7 +381,7 @@ def sensitivity(*, region: str | Region = "globe", depth: str = "whole", source:
     for one), ``elasticity``/``elasticity_sd``, ``stock_pg`` (S_G(0) over the cells valid at every level),
     ``baseline_pg`` (over every valid cell: the cards' total), ``plus1pct_turnover_yr`` (mean turnover of the
     interval) and its s.d., ``change_for_double`` and ``change_for_plus10pct`` (relative process changes),
-    ``n_members`` and ``n_cells``.
+    ``n_members``, ``n_cells``, and where the numbers come from (``source``, ``world``, ``data_kind``, ``note``).
     """
     from proda_engine.products.sensitivity import sensitivity_from_curves
 
@@ -390,9 +390,12 @@ def sensitivity(*, region: str | Region = "globe", depth: str = "whole", source:
     curves = _sensitivity_curves(world, source)
     sel = eng.cell_mask(_region(region, world))
     res = sensitivity_from_curves(curves, area=eng.cell_area, cf=eng.cf, cell_mask=sel, depth=depth)
+    info = provenance(source, world)
+    where = {"source": source, "world": info.get("world", ""), "data_kind": info.get("data_kind", ""),
+             "note": info.get("note", "")}
     out = {}
     for _, r in res.summary().iterrows():
-        out[str(r["group"])] = {
+        out[str(r["group"])] = {**where,
             "plus1pct_pg": float(r["plus1pct_stock_pg_mean"]), "plus1pct_sd_pg": float(r["plus1pct_stock_pg_sd"]),
             "elasticity": float(r["elasticity_stock_mean"]), "elasticity_sd": float(r["elasticity_stock_sd"]),
             "stock_pg": float(r["stock_pg_mean"]), "baseline_pg": float(r["baseline_stock_pg_mean"]),
@@ -568,6 +571,8 @@ def ensemble_what_if(perturbation: dict[str, float] | None = None, *, region: st
     out = ms.summary(key, reg, depth, cell, should_stop=should_stop)
     if out is not None and cell is not None:
         out["depth_m"] = np.asarray(eng.grid.z_node)
+    if out is not None:
+        out.update({k: v for k, v in provenance(source, world).items() if k in ("world", "data_kind", "note")})
     return out
 
 

@@ -70,7 +70,9 @@ def card_contents(totals: dict | None, uncertainty: dict | None = None) -> dict[
         "total": card_html("Total SOC", f"{_pm(totals['total_pg'], sd('total_pg'))} Pg C",
                            f"{region} · baseline {_pm(totals['baseline_pg'], None)}{members}"),
         "change": card_html("Change vs baseline", f"{_pm(change, sd('change_pg'), sign=True)} Pg C",
-                            f"{_pm(totals['change_pct'], sd('change_pct'), sign=True)} %", tone),
+                            f"{_pm(totals['change_pct'], sd('change_pct'), sign=True)} %"
+                            + (f" · {totals['n_cells_dropped']:,} cells left the plausible range (excluded)"
+                               if totals.get("n_cells_dropped") else ""), tone),
         "turnover-mean": card_html(f"Mean turnover {depth}",
                                    f"{_pm(totals['turnover_mean_yr'], sd('turnover_mean_yr'), most=1)} yr",
                                    f"area-weighted {_fmt(totals['turnover_area_mean_yr'], ',.0f')} yr · "

@@ -96,7 +96,8 @@ def parameter_map(engine: WhatIfEngine, name: str, source: str | None = None,
                 "theta": (("lat", "lon"), engine.to_grid(theta), {"units": "1", "long_name": f"theta of {name}"})},
         name=name,
         attrs={"units": p.units, "long_name": f"{label} ({p.doc})", "lower": p.lower, "upper": p.upper,
-               "group": p.group, "parameter": name, "source": source, "multiplier": mult, "space": space},
+               "group": p.group, "parameter": name, "source": source, "multiplier": mult, "space": space,
+               **engine.provenance()},
     )
 
 

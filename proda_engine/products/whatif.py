@@ -763,18 +763,26 @@ class WhatIfEngine:
     def region_summary(self, res: CellResults, base: CellResults, sel: np.ndarray, depth: str) -> dict[str, float]:
         """Totals (Pg C), turnover and CUE statistics of one solve over the region's cells.
 
-        Turnover and CUE of the depth interval: mean and median unweighted over valid cells (the spec's
-        statistics) and the area-weighted mean beside them.
+        ``total_pg`` and ``baseline_pg`` are the totals of the two maps (each over its valid cells, as
+        ``proda map``); the change compares like with like: ``change_pg``/``change_pct`` are over the cells
+        valid in both solves, and ``n_cells_dropped`` counts the region's cells that left the plausible
+        range under the request (their stock is in neither side of the change). Turnover and CUE of the
+        depth interval: mean and median unweighted over valid cells (the spec's statistics) and the
+        area-weighted mean beside them.
         """
         area = self.cell_area
         stock, stock0 = res.stocks[depth], base.stocks[depth]
         total = total_pg(stock, area, sel)
         total0 = total_pg(stock0, area, sel)
+        both = sel & res.valid & base.valid
+        common = total_pg(stock, area, both)
+        common0 = total_pg(stock0, area, both)
         tau, cue = res.turnover[depth], res.cue[depth]
         valid = sel & res.valid & np.isfinite(tau)
         nan = float("nan")
-        out = {"total_pg": total, "baseline_pg": total0, "change_pg": total - total0,
-               "change_pct": 100.0 * (total - total0) / total0 if total0 else nan}
+        out = {"total_pg": total, "baseline_pg": total0, "change_pg": common - common0,
+               "change_pct": 100.0 * (common - common0) / common0 if common0 else nan,
+               "n_cells_dropped": int((sel & base.valid & ~res.valid).sum())}
         for name, v, ok in (("turnover", tau, valid), ("cue", cue, valid & np.isfinite(cue))):
             unit = "_yr" if name == "turnover" else ""
             if ok.any():

@@ -259,3 +259,16 @@ def test_cached_pieces_stay_within_their_byte_budget():
         assert small._parts_bytes == sum(_nbytes(v) for v in small._parts.values())
         assert small._parts_bytes <= 200_000 or len(small._parts) == 1
     assert len(big._parts) > len(small._parts)
+
+
+def test_change_compares_the_same_cells(engine):
+    """Cells that leave the plausible range under a request are counted and left out of both sides of the
+    change (a total over fewer cells is not a loss of carbon)."""
+    res = engine.what_if({"I": 0.5}, depth="whole")
+    base, pert = engine.baseline(), engine.cell_results(None, {"I": 0.5})
+    both = base.valid & pert.valid
+    assert res.totals["n_cells_dropped"] == int((base.valid & ~pert.valid).sum()) > 0
+    expect = total_pg(engine.to_grid(np.where(both, pert.stocks["whole"] - base.stocks["whole"], np.nan)),
+                      engine.area)
+    assert res.totals["change_pg"] == pytest.approx(expect, rel=1e-9)
+    assert engine.what_if({}, depth="whole").totals["n_cells_dropped"] == 0
