@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from proda_engine.data import write_text_atomic
-from proda_engine.evaluation import soc_at_sites
+from proda_engine.evaluation import _json_default, soc_at_sites
 from proda_engine.learning.config import TrainConfig
 from proda_engine.learning.ensembles import train_ensemble
 from proda_engine.learning.splits import Split, spatial_kfold
@@ -133,19 +133,12 @@ class CrossValResult:
         """``crossval.json``, ``crossval.md`` and ``crossval_predictions.csv`` (atomically)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        files = {"json": write_text_atomic(json.dumps(self.to_dict(), indent=2, default=_plain), out / "crossval.json"),
+        text = json.dumps(self.to_dict(), indent=2, default=_json_default)
+        files = {"json": write_text_atomic(text, out / "crossval.json"),
                  "markdown": write_text_atomic(self.markdown(), out / "crossval.md")}
         files["predictions"] = write_text_atomic(self.predictions.to_csv(index=False),
                                                  out / "crossval_predictions.csv")
         return files
-
-
-def _plain(o: Any) -> Any:
-    if isinstance(o, np.integer | np.floating):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def layer_rows(table: pd.DataFrame, obs, sites: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ so later processes start in about a second.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -251,14 +252,9 @@ def open_world(world: str | WorldSpec | None = None, *, catalog: str | os.PathLi
     report["n_cells"] = int(cells.cells.size)
     if spec.kind == "catalog":
         spec.root.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(json_dumps({**spec.provenance(), "fingerprint": spec.fingerprint(),
-                                      "covariates": names, "categorical": categorical, "report": report}),
-                          spec.root / "world.json")
+        write_text_atomic(json.dumps({**spec.provenance(), "fingerprint": spec.fingerprint(),
+                                      "covariates": names, "categorical": categorical, "report": report},
+                                     indent=2, default=str), spec.root / "world.json")
     return OpenWorld(spec=spec, cells=cells, forcing_cells=wc, missing_covariate=missing, covariates=cov,
                      covariate_names=names, categorical=categorical, truth=truth, report=report)
 
-
-def json_dumps(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, indent=2, default=str)
