@@ -13,15 +13,11 @@ from playwright.sync_api import Page, expect
 
 from proda_engine import api
 
+from .helpers import open_app
+
 pytestmark = pytest.mark.ui
 
 
-def _open(page: Page, url: str, apps: list, wait, n: int = 1):
-    page.goto(url)
-    wait(lambda: len(apps) >= n, page, what="the session's app")
-    app = apps[n - 1]
-    expect(page.locator(".bk-Canvas").first).to_be_visible(timeout=20_000)
-    return app
 
 
 def _select(page: Page, option: str):
@@ -31,7 +27,7 @@ def _select(page: Page, option: str):
 
 def test_page_loads_map_and_totals(page: Page, served, wait, artifacts):
     url, apps = served
-    app = _open(page, url, apps, wait)
+    app = open_app(page, url, apps, wait)
     expect(page.locator(".card-total").first).to_contain_text("Pg C")
     assert app.store.result.totals["total_pg"] > 0
     assert app.store.message == ""
@@ -43,7 +39,7 @@ def test_page_loads_map_and_totals(page: Page, served, wait, artifacts):
 
 def test_cue_slider_raises_total(page: Page, served, wait, artifacts):
     url, apps = served
-    app = _open(page, url, apps, wait)
+    app = open_app(page, url, apps, wait)
     base = app.store.result.totals["total_pg"]
     handle = page.locator(".noUi-handle").first  # the first slider is microbial CUE (A)
     handle.focus()
@@ -65,7 +61,7 @@ def test_decomposition_up_lowers_soc_with_realised_change_and_uncertainty(page: 
     """The K slider raises the region's K̄ (faster decay): SOC falls; the line under the slider shows the
     realised K̄ change and the SOC change; with an ensemble source the cards show ± s.d."""
     url, apps = served
-    app = _open(page, url, apps, wait)
+    app = open_app(page, url, apps, wait)
     label = api.parameter_sources()["twin_truth"]  # the test world's ensemble source
     _select(page, label).select_option(label)
     wait(lambda: app.store.result.totals["source"] == "twin_truth" and app.store.uncertainty is not None, page,
@@ -90,7 +86,7 @@ def test_decomposition_up_lowers_soc_with_realised_change_and_uncertainty(page: 
 
 def test_depth_interval_orders_totals(page: Page, served, wait):
     url, apps = served
-    app = _open(page, url, apps, wait)
+    app = open_app(page, url, apps, wait)
     totals = {}
     for depth in ("0-30cm", "0-100cm", "whole"):
         _select(page, depth).select_option(depth)
@@ -102,7 +98,7 @@ def test_depth_interval_orders_totals(page: Page, served, wait):
 
 def test_tap_shows_profile(page: Page, served, wait, artifacts):
     url, apps = served
-    app = _open(page, url, apps, wait)
+    app = open_app(page, url, apps, wait)
     assert app.store.profile is None
     canvas = page.locator(".proda-map .bk-Canvas").first
     box = canvas.bounding_box()
@@ -119,7 +115,7 @@ def test_tap_shows_profile(page: Page, served, wait, artifacts):
 
 def test_box_selection_updates_totals(page: Page, served, wait, artifacts):
     url, apps = served
-    app = _open(page, url, apps, wait)
+    app = open_app(page, url, apps, wait)
     globe_total = app.store.result.totals["total_pg"]
     page.locator(".proda-map .bk-tool-icon-box-select").first.click()
     canvas = page.locator(".proda-map .bk-Canvas").first
@@ -146,7 +142,7 @@ def test_netcdf_download_is_valid(page: Page, served, wait):
     import xarray as xr
 
     url, apps = served
-    app = _open(page, url, apps, wait)
+    app = open_app(page, url, apps, wait)
     with page.expect_download(timeout=20_000) as info:
         page.locator(".download-nc button").first.click()
     download = info.value
@@ -161,7 +157,7 @@ def test_netcdf_download_is_valid(page: Page, served, wait):
 
 def test_csv_download(page: Page, served, wait):
     url, apps = served
-    _open(page, url, apps, wait)
+    open_app(page, url, apps, wait)
     with page.expect_download(timeout=20_000) as info:
         page.locator(".download-csv button").first.click()
     text = open(info.value.path(), encoding="utf-8").read()
@@ -173,8 +169,8 @@ def test_two_sessions_keep_independent_state(browser, served, wait):
     ctx1, ctx2 = browser.new_context(), browser.new_context()
     try:
         p1, p2 = ctx1.new_page(), ctx2.new_page()
-        a1 = _open(p1, url, apps, wait, n=1)
-        a2 = _open(p2, url, apps, wait, n=2)
+        a1 = open_app(p1, url, apps, wait, n=1)
+        a2 = open_app(p2, url, apps, wait, n=2)
         assert a1 is not a2 and a1.state is not a2.state
         p1.locator(".noUi-handle").first.focus()
         p1.keyboard.press("ArrowRight")
@@ -191,7 +187,7 @@ def test_two_sessions_keep_independent_state(browser, served, wait):
 
 def test_url_state_is_applied(page: Page, served, wait):
     url, apps = served
-    app = _open(page, f"{url}?NPP=10&depth=whole&variable=soc_change", apps, wait)
+    app = open_app(page, f"{url}?NPP=10&depth=whole&variable=soc_change", apps, wait)
     assert (app.state.NPP, app.state.depth, app.state.variable) == (10, "whole", "soc_change")
     assert app.store.result.totals["change_pct"] == pytest.approx(10.0, rel=1e-6)  # inputs scale linearly
     expect(page.locator(".card-change").first).to_contain_text("+10.0 %")
@@ -199,7 +195,7 @@ def test_url_state_is_applied(page: Page, served, wait):
 
 def test_bad_upload_shows_message_and_session_survives(page: Page, served, wait, tmp_path):
     url, apps = served
-    app = _open(page, url, apps, wait)
+    app = open_app(page, url, apps, wait)
     bad = tmp_path / "bad.geojson"
     bad.write_text("{not json")
     page.locator("input[type=file]").set_input_files(str(bad))
@@ -218,7 +214,7 @@ def test_bad_upload_shows_message_and_session_survives(page: Page, served, wait,
 
 def test_parameter_map_variable(page: Page, served, wait, artifacts):
     url, apps = served
-    app = _open(page, url, apps, wait)
+    app = open_app(page, url, apps, wait)
     label = "Q10 (q10) [Xi]"
     _select(page, label).select_option(label)
     wait(lambda: app.store.layer.variable == "param:q10", page, what="parameter map")
@@ -239,7 +235,7 @@ def test_parameter_map_variable(page: Page, served, wait, artifacts):
 
 def test_misfit_layer_and_scatter_tab(page: Page, served, wait, artifacts):
     url, apps = served
-    app = _open(page, url, apps, wait)
+    app = open_app(page, url, apps, wait)
     label = "model − observation at sites"
     _select(page, label).select_option(label)
     wait(lambda: app.store.misfit is not None and app.store.layer.variable == "misfit", page, what="misfit layer")
@@ -255,7 +251,7 @@ def test_scenario_panel_runs_in_the_browser(page: Page, served, wait, artifacts)
     """Press "Run scenario": the run happens in a worker thread (the page stays live), then the
     summary, trajectory chart and change map show the region's SOC change."""
     url, apps = served
-    app = _open(page, url, apps, wait)
+    app = open_app(page, url, apps, wait)
     app.scenario.horizon = 20  # keep the test short; the slider default is a century
     page.locator(".proda-run-scenario button").first.click()
     wait(lambda: app.scenario.running or app.scenario.result is not None, page, what="scenario started")

@@ -18,6 +18,8 @@ from playwright.sync_api import Page, expect
 from dashboard.app import CONTENT_SECURITY_POLICY, TITLE
 from dashboard.state import MECHANISMS, URL_PARAMS
 
+from .helpers import open_app
+
 pytestmark = pytest.mark.ui
 
 #: Payload families: a script element, an event handler on an element, an attribute break-out with
@@ -55,12 +57,6 @@ class Guard:
         assert self.csp_violations == [], self.csp_violations[:3]
 
 
-def _open(page: Page, url: str, apps: list, wait, n: int = 1):
-    page.goto(url)
-    wait(lambda: len(apps) >= n, page, what="the session's app")
-    app = apps[n - 1]
-    expect(page.locator(".bk-Canvas").first).to_be_visible(timeout=20_000)
-    return app
 
 
 def _link(base: str, query: dict[str, str]) -> str:
@@ -73,7 +69,7 @@ def test_payload_in_every_url_key_is_ignored_and_shown_as_text(page: Page, serve
     payload = PAYLOADS[family]
     guard = Guard(page)
     keys = [*URL_PARAMS.values(), "theme"]
-    app = _open(page, _link(url, dict.fromkeys(keys, payload)), apps, wait)
+    app = open_app(page, _link(url, dict.fromkeys(keys, payload)), apps, wait)
     s = app.state
     # every key fell back to its default
     assert (s.region, s.depth, s.variable, s.sites) == ("globe", "0-100cm", "soc_stock", False)
@@ -103,7 +99,7 @@ def test_issue_link_and_malformed_values_fall_back_with_one_notice(browser, serv
     try:
         page = ctx.new_page()
         guard = Guard(page)
-        app = _open(page, _link(url, {"region": "<script>alert('x')</script>"}), apps, wait, n=1)
+        app = open_app(page, _link(url, {"region": "<script>alert('x')</script>"}), apps, wait, n=1)
         assert app.state.region == "globe" and app.store.message.endswith("region. The defaults are shown for them.")
         expect(page.locator(".proda-alert").first).to_contain_text("Link settings ignored")
         guard.check()
@@ -113,7 +109,7 @@ def test_issue_link_and_malformed_values_fall_back_with_one_notice(browser, serv
                  "region": "box:1,2,3", "theme": "dark"}
         page2 = ctx.new_page()
         guard2 = Guard(page2)
-        app2 = _open(page2, _link(url, query), apps, wait, n=2)
+        app2 = open_app(page2, _link(url, query), apps, wait, n=2)
         s = app2.state
         assert (s.NPP, s.variable) == (10, "soc_change")  # the valid values apply
         assert (s.A, s.K, s.Xi, s.V, s.I, s.depth, s.region, s.sites) == (0, 0, 0, 0, 0, "0-100cm", "globe", False)
@@ -148,7 +144,7 @@ def test_payload_uploads_are_text_or_refused_and_the_server_keeps_serving(browse
                                                                           artifacts):
     url, apps = served
     guard = Guard(page)
-    app = _open(page, url, apps, wait)
+    app = open_app(page, url, apps, wait)
 
     # 1. a valid polygon whose file name and properties carry payloads: selected, its name shown as text
     ring = [[6.0, 45.5], [8.5, 45.5], [8.5, 47.5], [6.0, 47.5], [6.0, 45.5]]
@@ -193,7 +189,7 @@ def test_payload_uploads_are_text_or_refused_and_the_server_keeps_serving(browse
     try:
         page2 = ctx.new_page()
         guard2 = Guard(page2)
-        app2 = _open(page2, url, apps, wait, n=2)
+        app2 = open_app(page2, url, apps, wait, n=2)
         assert app2.store.result.totals["total_pg"] > 0 and app2.store.message == ""
         guard2.check()
     finally:
