@@ -41,7 +41,7 @@ from proda_engine.data.parameter_files import (
 )
 from proda_engine.data.profiles import ProfileSet, SkipReport, read_profiles, write_tidy_csv
 from proda_engine.data.sampling import normalise_latlon, sample_nearest_valid
-from proda_engine.data.writers import RunFolder, write_netcdf_atomic, write_text_atomic
+from proda_engine.data.writers import RunFolder, atomic_write, sha256_file, write_netcdf_atomic, write_text_atomic
 
 __all__ = [
     "DEFAULT_NPP_SPLIT",
@@ -58,6 +58,7 @@ __all__ = [
     "SkipReport",
     "Source",
     "align_theta_to_grid",
+    "atomic_write",
     "cache_dir",
     "load_catalog",
     "normalise_latlon",
@@ -68,6 +69,7 @@ __all__ = [
     "read_parameter_file",
     "read_profiles",
     "resolve_closure",
+    "sha256_file",
     "sample_nearest_valid",
     "validate_forcing",
     "write_netcdf_atomic",

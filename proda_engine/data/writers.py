@@ -57,8 +57,23 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _atomic(path: str | PathLike, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp_path)`` then fsync and move ``tmp_path`` onto ``path``; clean up on failure."""
+def _file_mode() -> int:
+    """The one file mode of every file the engine writes: 0666 minus the process umask.
+
+    ``mkstemp`` creates 0600 files; without this a product would be unreadable by the group that
+    shares a cache or a run folder.
+    """
+    um = os.umask(0)
+    os.umask(um)
+    return 0o666 & ~um
+
+
+def atomic_write(path: str | PathLike, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp_path)``, fsync, set :func:`_file_mode`, move onto ``path``; clean up on failure.
+
+    The one atomic writer of the project: every file (netCDF, CSV, JSON, text, torch checkpoints)
+    goes through it, so a reader never sees a partial file and every file has the same mode.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -68,6 +83,7 @@ def _atomic(path: str | PathLike, write: Callable[[Path], None]) -> Path:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -96,12 +112,12 @@ def write_netcdf_atomic(
     def write(tmp: Path) -> None:
         ds.to_netcdf(tmp, mode="w", encoding=dict(encoding) if encoding else None, engine=engine)
 
-    return _atomic(path, write)
+    return atomic_write(path, write)
 
 
 def write_bytes_atomic(data: bytes, path: str | PathLike) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename (never a partial file)."""
-    return _atomic(path, lambda tmp: tmp.write_bytes(data))
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_text_atomic(text: str, path: str | PathLike, *, encoding: str = "utf-8") -> Path:
@@ -111,7 +127,7 @@ def write_text_atomic(text: str, path: str | PathLike, *, encoding: str = "utf-8
         with open(tmp, "w", encoding=encoding, newline="") as fh:
             fh.write(text)
 
-    return _atomic(path, write)
+    return atomic_write(path, write)
 
 
 def sha256_file(path: str | PathLike, chunk: int = 1 << 20) -> str:
