@@ -341,6 +341,7 @@ def _solve_curves(eng: WhatIfEngine, source: str, members: Path | None):
     import hashlib
     import tempfile
 
+    from proda_engine.data.writers import write_npy_atomic
     from proda_engine.products.layers import load_member_thetas
     from proda_engine.products.sensitivity import LEVELS, CellCurves, cell_curves
 
@@ -359,9 +360,7 @@ def _solve_curves(eng: WhatIfEngine, source: str, members: Path | None):
             cc = cell_curves(solver, "member")
             folder.mkdir(parents=True, exist_ok=True)
             for k, f in files.items():
-                tmp = f.with_name(f".{f.stem}.tmp.npy")
-                np.save(tmp, getattr(cc, k))
-                os.replace(tmp, f)
+                write_npy_atomic(getattr(cc, k), f)
         arr = {k: np.load(f, mmap_mode="r") for k, f in files.items()}
         out.append(CellCurves(tuple(MECHANISMS), LEVELS, arr["raw"], arr["metric"], np.asarray(arr["cin"])))
     return out

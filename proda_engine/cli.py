@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -19,24 +18,16 @@ _CLOSURE_HELP = ("transport closure (default conservative); a parameter file rec
                  "unless this is given (then it is used, with a warning)")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _provenance(args: argparse.Namespace, inputs: list[Path]) -> dict[str, str]:
-    from proda_engine import __version__
+    from proda_engine.data.writers import sha256_file, version_attrs
 
     return {
-        "proda_version": __version__,
+        **version_attrs(),
         "command": " ".join(sys.argv) if sys.argv else "",
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                               if k != "func"}),
-        "input_sha256": json.dumps({str(p): _sha256(p) for p in inputs}),
+        "input_sha256": json.dumps({str(p): sha256_file(p) for p in inputs}),
     }
 
 
@@ -64,8 +55,8 @@ def _add_world_args(p: argparse.ArgumentParser, default: str | None = None) -> N
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from proda_engine import api
-    from proda_engine.data import write_netcdf_atomic
     from proda_engine.data.parameter_files import read_parameter_file
+    from proda_engine.data.writers import write_product
 
     if (args.params is None) == (args.preset is None):
         raise SystemExit("proda simulate: give exactly one of --params PARAMS.nc or --preset default|midpoint")
@@ -79,7 +70,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     ds = api.simulate(args.forcing, theta, preset=args.preset, closure=args.closure, grid=args.grid,
                       include_pools=args.pools, device=args.device, float32=args.float32)
     ds.attrs.update(_provenance(args, inputs))
-    write_netcdf_atomic(ds, args.out)
+    write_product(ds, args.out)
     n_ok = int((ds["status"] == 0).sum())
     print(f"simulated {n_ok} cells ({ds.attrs['status_counts']}) in {time.perf_counter() - t0:.1f} s -> {args.out}")
     return 0
@@ -229,11 +220,12 @@ def _map_reference(ds, world, args: argparse.Namespace) -> None:
 def _evaluate_reference(world: str, name: str, out: Path) -> None:
     """``proda evaluate --reference [NAME]``: every parameter source's stocks against a reference map."""
     from proda_engine import api
+    from proda_engine.data.writers import write_csv_atomic
 
     tab = api.reference_table(world=world, name=name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tab.to_csv(out / "reference_comparison.csv", index=False)
+    write_csv_atomic(tab, out / "reference_comparison.csv", index=False)
     g = tab[tab.region == "globe"]
     print(f"| source | interval | model Pg C | {g['reference'].iloc[0]} Pg C | difference | r |")
     print("|---|---|---|---|---|---|")
@@ -245,6 +237,7 @@ def _evaluate_reference(world: str, name: str, out: Path) -> None:
 
 def cmd_map(args: argparse.Namespace) -> int:
     """``proda map --world NAME [--params THETA.nc | --preset default|midpoint] --out OUT.nc``."""
+    from proda_engine.data.writers import write_csv_atomic
     from proda_engine.products.gridded import (
         gridded_products,
         group_summaries,
@@ -281,8 +274,8 @@ def cmd_map(args: argparse.Namespace) -> int:
     write_products(ds, args.out)
     tab = totals_table(ds)
     out = Path(args.out)
-    tab.to_csv(out.with_name(out.stem + "_totals.csv"), index=False)
-    group_summaries(ds, world).to_csv(out.with_name(out.stem + "_groups.csv"), index=False)
+    write_csv_atomic(tab, out.with_name(out.stem + "_totals.csv"), index=False)
+    write_csv_atomic(group_summaries(ds, world), out.with_name(out.stem + "_groups.csv"), index=False)
     if args.reference:
         _map_reference(ds, world, args)
     print(f"mapped {ds.attrs['n_members']} member(s) of {world.n_cells} cells in {time.perf_counter() - t0:.1f} s "
@@ -424,7 +417,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_scenario(args: argparse.Namespace) -> int:
     """``proda scenario --world NAME --warming 2 --npp 0.1 --years 100 [--source ...] --out OUT.nc``."""
 
-    from proda_engine.data import write_netcdf_atomic
+    from proda_engine.data.writers import write_product
     from proda_engine.scenario_api import ScenarioConfig, scenario
 
     t0 = time.perf_counter()
@@ -443,7 +436,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     ds.attrs.update(_provenance(args, used))
     ds.attrs["cli_arguments"] = ds.attrs["config"]
     ds.attrs["config"] = json.dumps(cfg.to_dict())  # the validated, merged run configuration
-    write_netcdf_atomic(ds, args.out)
+    write_product(ds, args.out)
     print(f"scenario ({ds.attrs['n_cells']} cells, {cfg.years} years) in {time.perf_counter() - t0:.1f} s "
           f"-> {args.out}")
     for src in ds["source"].values:

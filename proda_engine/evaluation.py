@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from proda_engine.data import write_netcdf_atomic, write_text_atomic
+from proda_engine.data.writers import atomic_write, write_csv_atomic, write_product, write_text_atomic
 from proda_engine.grid import get_grid
 from proda_engine.inference.likelihood import ObservationBatch, model_at_obs, pooled_metrics
 from proda_engine.learning.config import TrainConfig
@@ -145,14 +145,17 @@ def write_profile_subset(src_dir: Path, dst_dir: Path, profile_ids: Sequence[Any
     keep = {str(p) for p in profile_ids}
     dst_dir.mkdir(parents=True, exist_ok=True)
     for f in sorted(Path(src_dir).glob("wosis_*.tsv")):
-        tmp = dst_dir / f".{f.name}.tmp"
-        with f.open("r", encoding="utf-8") as fin, tmp.open("w", encoding="utf-8") as fout:
-            fout.write(fin.readline())  # header
-            for line in fin:
-                if line.split("\t", 1)[0] in keep:
-                    fout.write(line)
-        tmp.replace(dst_dir / f.name)
+        atomic_write(dst_dir / f.name, lambda tmp, f=f: _copy_rows(f, tmp, keep))
     return dst_dir
+
+
+def _copy_rows(src: Path, dst: Path, keep: set[str]) -> None:
+    """Copy the header and the lines of ``src`` whose first tab-separated field is in ``keep``."""
+    with src.open("r", encoding="utf-8") as fin, dst.open("w", encoding="utf-8") as fout:
+        fout.write(fin.readline())  # header
+        for line in fin:
+            if line.split("\t", 1)[0] in keep:
+                fout.write(line)
 
 
 def homogeneous_theta_grid(theta: np.ndarray, wc: WorldCells) -> xr.DataArray:
@@ -243,7 +246,7 @@ def run_world_baselines(world: str = "default", *, n_sites_mcmc: int = 1000, n_s
         ds = homogeneous_theta_grid(theta, ws.cells).to_dataset(name="theta").assign_attrs(
             source="batch_da", method="batch data assimilation", world=world, n_sites=int(rows.size),
             run_folder=str(res.folder))
-        batch_path = write_netcdf_atomic(ds, out / "theta_batch_da.nc")
+        batch_path = write_product(ds, out / "theta_batch_da.nc")
         report["batch_da"] = {"sites": int(res.report["n_sites"]), "seconds": time.perf_counter() - t,
                               "theta": dict(zip(PARAMETER_NAMES, theta.tolist(), strict=True)),
                               **{k: res.report[k] for k in ("total_cost_theta0", "total_cost_mean", "acceptance",
@@ -411,8 +414,7 @@ class EvaluationResult:
                  "markdown": write_text_atomic(self.markdown(), out / "evaluation.md")}
         if self.pairs:
             pairs = pd.concat([p.assign(method=k) for k, p in self.pairs.items()], ignore_index=True)
-            pairs.to_csv(out / "evaluation_pairs.csv", index=False)
-            files["pairs"] = out / "evaluation_pairs.csv"
+            files["pairs"] = write_csv_atomic(pairs, out / "evaluation_pairs.csv", index=False)
         if figures:
             files.update(plot_evaluation(self, out))
         return files

@@ -171,13 +171,9 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
                         .expand_dims(ensemble_source=[src]) for src, names in groups.items()], dim="ensemble_source")
         ds["soc_change_global_ensemble_sd"] = sd.assign_attrs(
             units="Pg C", long_name="ensemble s.d. of the global SOC change (members of the source)")
-    try:
-        from importlib.metadata import version
+    from proda_engine.data.writers import version_attrs
 
-        ver = version("proda_engine")
-    except Exception:  # not installed as a distribution (editable checkouts still are)
-        ver = "unknown"
-    ds.attrs.update({"world": world or api.world_name(), "proda_engine_version": ver,
+    ds.attrs.update({"world": world or api.world_name(), **version_attrs(),
                      "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                      "title": "PRODA climate scenario: transient SOC change"})
     return ds

@@ -23,9 +23,10 @@ import pandas as pd
 import xarray as xr
 from scipy.spatial import cKDTree
 
-from proda_engine.data import read_profiles, write_netcdf_atomic, write_text_atomic
+from proda_engine.data import read_profiles, write_text_atomic
 from proda_engine.data.parameter_files import parameter_file_attrs
 from proda_engine.data.world import WorldPaths, ensure_world, make_twin_profiles
+from proda_engine.data.writers import write_product
 from proda_engine.inference.likelihood import ObservationBatch
 from proda_engine.learning.config import TrainConfig
 from proda_engine.learning.training import TrainedModel, train_end_to_end, train_two_step
@@ -359,7 +360,7 @@ def train_world(world: str = "default", *, method: str = "end-to-end", config: T
     if ensemble:
         thetas = [theta_map(m, ow) for m in members]
         stack = xr.concat(thetas, dim="member").assign_coords(member=np.arange(len(members)))
-        write_netcdf_atomic(stack.to_dataset(name="theta").assign_attrs(
+        write_product(stack.to_dataset(name="theta").assign_attrs(
             n_members=len(members), bootstrap=int(config.bootstrap), **attrs), prod / f"theta_{source}_members.nc")
         theta = stack.mean("member").clip(0.0, 1.0)
         theta.attrs.update(thetas[0].attrs)
@@ -369,9 +370,9 @@ def train_world(world: str = "default", *, method: str = "end-to-end", config: T
         # a members file from an earlier ensemble no longer describes this map
         (prod / f"theta_{source}_members.nc").unlink(missing_ok=True)
     theta_ds = theta.to_dataset(name="theta").assign_attrs(**attrs)
-    theta_path = write_netcdf_atomic(theta_ds, prod / f"theta_{source}.nc")
+    theta_path = write_product(theta_ds, prod / f"theta_{source}.nc")
     if out is not None:
-        write_netcdf_atomic(theta_ds, Path(out))
+        write_product(theta_ds, Path(out))
     model_path = model.save(prod / f"model_{source}.pt")
     report.update({"method": method, "seconds": time.perf_counter() - t0, "world": ow.spec.provenance(),
                    "world_report": ow.report, "covariates": covariates, "categorical": categorical,

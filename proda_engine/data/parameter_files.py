@@ -49,7 +49,7 @@ import numpy as np
 import xarray as xr
 
 from proda_engine.data.errors import ParameterFileError
-from proda_engine.data.writers import write_netcdf_atomic
+from proda_engine.data.writers import write_product
 from proda_engine.grid import GRIDS
 from proda_engine.parameters import LOWER, N_PARAMS, PARAMETER_NAMES, PARAMETERS, UPPER
 
@@ -451,4 +451,4 @@ def write_parameter_file(theta: xr.DataArray | np.ndarray, path: str | PathLike,
     lon = theta["lon"].values if "lon" in theta.coords else None
     ds = theta.to_dataset(name="theta")
     ds.attrs = parameter_file_attrs(closure, soil_grid, lat=lat, lon=lon, **attrs)
-    return write_netcdf_atomic(ds, path)
+    return write_product(ds, path)

@@ -9,6 +9,10 @@ A :class:`RunFolder` (``runs/<name>/``) records what made a result (data contrac
 ``config.yaml`` (the validated configuration) and ``provenance.json`` (package version,
 python/numpy/xarray/torch versions, UTC time, sha256 of every input file, command line).
 
+One version key: every product, checkpoint and provenance record names the package version under
+:data:`VERSION_KEY` (``proda_engine_version``), written by :func:`version_attrs`; :func:`read_version`
+also accepts the older keys (``proda_version``, ``package_version``) of files already on disk.
+
 Example
 -------
 >>> import tempfile, xarray as xr
@@ -40,6 +44,11 @@ import xarray as xr
 import yaml
 
 PACKAGE_NAME = "proda-engine"
+#: The one attribute / record key naming the version of the package that wrote a file.
+VERSION_KEY = "proda_engine_version"
+#: Keys older files used for the same thing (read, and written beside VERSION_KEY where a reader
+#: or test of that file type still expects them).
+LEGACY_VERSION_KEYS: tuple[str, ...] = ("proda_version", "package_version")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -130,6 +139,78 @@ def write_text_atomic(text: str, path: str | PathLike, *, encoding: str = "utf-8
     return atomic_write(path, write)
 
 
+def write_csv_atomic(table: Any, path: str | PathLike, **to_csv: Any) -> Path:
+    """Write a pandas DataFrame as CSV at ``path`` atomically (``to_csv`` keywords passed on, e.g. ``index=False``)."""
+    return atomic_write(path, lambda tmp: table.to_csv(tmp, **to_csv))
+
+
+def write_npy_atomic(array: Any, path: str | PathLike) -> Path:
+    """Write one array as ``.npy`` at ``path`` atomically.
+
+    Through an open file: :func:`numpy.save` would append ``.npy`` to the temporary file's name.
+    """
+
+    def write(tmp: Path) -> None:
+        import numpy as np
+
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+
+    return atomic_write(path, write)
+
+
+def write_npz_atomic(path: str | PathLike, **arrays: Any) -> Path:
+    """Write named arrays as an uncompressed ``.npz`` at ``path`` atomically (see :func:`write_npy_atomic`)."""
+
+    def write(tmp: Path) -> None:
+        import numpy as np
+
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    return atomic_write(path, write)
+
+
+def package_version() -> str:
+    """Version of the installed ``proda-engine`` (``0.0.0+unknown`` in an uninstalled source tree)."""
+    from proda_engine import __version__
+
+    return __version__
+
+
+def version_attrs(*legacy: str) -> dict[str, str]:
+    """The version entry of a product's attrs, a checkpoint's metadata or a provenance record.
+
+    ``{VERSION_KEY: version}``, plus each key of ``legacy`` (one of :data:`LEGACY_VERSION_KEYS`)
+    with the same value for file types whose existing readers still look for it.
+
+    >>> sorted(version_attrs())
+    ['proda_engine_version']
+    """
+    bad = [k for k in legacy if k not in LEGACY_VERSION_KEYS]
+    if bad:
+        raise ValueError(f"version_attrs: unknown legacy key(s) {bad}; expected some of {LEGACY_VERSION_KEYS}")
+    v = package_version()
+    return {VERSION_KEY: v, **dict.fromkeys(legacy, v)}
+
+
+def read_version(attrs: Mapping[str, Any]) -> str | None:
+    """The package version recorded in ``attrs`` (netCDF attrs, metadata or a provenance record).
+
+    Reads :data:`VERSION_KEY` first, then the legacy keys of older files; ``None`` if none is present.
+    """
+    for key in (VERSION_KEY, *LEGACY_VERSION_KEYS):
+        if key in attrs and attrs[key] not in (None, ""):
+            return str(attrs[key])
+    return None
+
+
+def write_product(ds: xr.Dataset, path: str | PathLike, **kwargs: Any) -> Path:
+    """Write a product dataset atomically, stamped with :func:`version_attrs` (kwargs as
+    :func:`write_netcdf_atomic`). The caller's dataset is not modified."""
+    return write_netcdf_atomic(ds.assign_attrs(version_attrs()), path, **kwargs)
+
+
 def sha256_file(path: str | PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
@@ -195,7 +276,8 @@ def provenance(
         checksums.append({"path": str(f.resolve()), "bytes": f.stat().st_size, "sha256": sha256_file(f)})
     rec: dict[str, Any] = {
         "package": PACKAGE_NAME,
-        "package_version": _version(PACKAGE_NAME) or "unknown",
+        # the one key, plus package_version that provenance.json files have always carried
+        **version_attrs("package_version"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "versions": {d: _version(d) for d in ("numpy", "scipy", "xarray", "pandas", "netCDF4", "torch")},
@@ -258,9 +340,15 @@ class RunFolder:
         extra: Mapping[str, Any] | None = None,
     ) -> Path:
         """Write ``provenance.json`` (see :func:`provenance`)."""
-        rec = provenance(inputs, argv=argv, extra=extra)
-        return write_text_atomic(json.dumps(rec, indent=2, sort_keys=False) + "\n", self.file("provenance.json"))
+        return self.write_record(provenance(inputs, argv=argv, extra=extra))
+
+    def write_record(self, record: Mapping[str, Any]) -> Path:
+        """Write an already assembled provenance ``record`` (e.g. :func:`provenance` plus run-specific
+        keys) as ``provenance.json``; values JSON cannot hold are written as strings."""
+        text = json.dumps(dict(record), indent=2, sort_keys=False, default=str) + "\n"
+        return write_text_atomic(text, self.file("provenance.json"))
 
     def write_dataset(self, ds: xr.Dataset, name: str, **kwargs: Any) -> Path:
-        """Write a result dataset into the run folder atomically (``name`` like ``maps.nc``)."""
-        return write_netcdf_atomic(ds, self.file(name), **kwargs)
+        """Write a result dataset into the run folder atomically (``name`` like ``maps.nc``), stamped
+        with the package version (:func:`write_product`)."""
+        return write_product(ds, self.file(name), **kwargs)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from proda_engine.data.writers import write_netcdf_atomic, write_text_atomic
+from proda_engine.data.writers import write_text_atomic
 from proda_engine.grid import get_grid
 from proda_engine.inference.config import AssimilateConfig
 from proda_engine.inference.likelihood import ObservationBatch, efficiency, rmse
@@ -209,7 +209,7 @@ def run_batch_da(config: AssimilateConfig | dict[str, Any]) -> BatchDAResult:
                 pred_draws = np.where(n_ok > 0, acc / np.maximum(n_ok, 1), np.nan)
 
     ds = _dataset(res, sites, costs_0[0], costs_mean[0], pred_mean[0], pred_draws, draws.shape[0], cfg, fp)
-    write_netcdf_atomic(ds, folder.file(BATCH_DA_FILE))
+    folder.write_dataset(ds, BATCH_DA_FILE)
     report = {
         "mode": "batch",
         "n_profiles_read": sites.n_profiles_read,

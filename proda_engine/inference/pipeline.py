@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 
 from proda_engine.data import load_catalog, read_forcing, read_profiles, sample_nearest_valid
 from proda_engine.data.profiles import ProfileSet
-from proda_engine.data.writers import RunFolder, provenance, write_netcdf_atomic, write_text_atomic
+from proda_engine.data.writers import RunFolder, provenance, write_product, write_text_atomic
 from proda_engine.distributed import get_client, map_as_completed
 from proda_engine.grid import get_grid
 from proda_engine.inference.config import AssimilateConfig
@@ -402,7 +402,7 @@ def start_run(config: AssimilateConfig, sites: SiteData, extra: dict[str, Any] |
     prov["fingerprint"] = fp
     prov["config"] = config.to_dict()
     folder.write_config(config)
-    write_text_atomic(json.dumps(prov, indent=2, default=str) + "\n", folder.file("provenance.json"))
+    folder.write_record(prov)
     return folder, fp
 
 
@@ -454,7 +454,7 @@ def assimilate(config: AssimilateConfig | dict[str, Any], *,
             with get_client(cfg.scheduler, cfg.n_workers) as client:
                 for b, ds in map_as_completed(run_batch, tasks(), client=client, max_in_flight=cfg.in_flight,
                                               keys=todo):
-                    path = write_netcdf_atomic(ds, batch_path(folder.path, b))
+                    path = write_product(ds, batch_path(folder.path, b))
                     done[b] = ds
                     a = ds["acceptance"].values
                     if np.isfinite(a).any():
@@ -466,7 +466,7 @@ def assimilate(config: AssimilateConfig | dict[str, Any], *,
     compute_s = time.perf_counter() - t_compute
 
     posterior = combine_batches([done[b] for b in range(len(groups))], cfg, sites, fp)
-    write_netcdf_atomic(posterior, folder.file(POSTERIOR_FILE))
+    folder.write_dataset(posterior, POSTERIOR_FILE)
     report = build_report(posterior, cfg, sites, n_batches=len(groups), n_reused=n_reused,
                           compute_seconds=compute_s, total_seconds=time.perf_counter() - t_start)
     write_text_atomic(json.dumps(report, indent=2, default=_json_default) + "\n", folder.file(REPORT_FILE))

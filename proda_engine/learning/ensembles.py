@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from proda_engine.data.writers import version_attrs
 from proda_engine.inference.likelihood import ObservationBatch
 from proda_engine.learning.config import TrainConfig
 from proda_engine.learning.features import FeatureEncoder, table_length
@@ -98,7 +99,7 @@ class Ensemble:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """One file with every member (atomic write)."""
-        return _atomic_torch_save({"format": ENSEMBLE_FORMAT, "format_version": 1,
+        return _atomic_torch_save({"format": ENSEMBLE_FORMAT, "format_version": 1, **version_attrs(),
                                    "members": [m.to_dict() for m in self.members]}, Path(path))
 
     @classmethod

@@ -59,7 +59,6 @@ import datetime as _dt
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +69,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from proda_engine.data.writers import atomic_write, version_attrs
 from proda_engine.grid import Grid, get_grid
 from proda_engine.inference.likelihood import ObservationBatch, cost, model_at_obs, pooled_metrics
 from proda_engine.learning.config import LOSSES, TrainConfig
@@ -206,7 +206,7 @@ class TrainedModel:
                    history=list(d["history"]), metadata=dict(d["metadata"]), split=split)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the model to ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
+        """Write the model to ``path`` atomically (:func:`proda_engine.data.writers.atomic_write`)."""
         return _atomic_torch_save(self.to_dict(), Path(path))
 
     @classmethod
@@ -216,17 +216,8 @@ class TrainedModel:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    """``torch.save`` through the project's one atomic writer (no partial file, the one file mode)."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _plain_tree(obj: Any) -> Any:
@@ -441,15 +432,6 @@ def prepare(table: Mapping[str, Any], config: TrainConfig, *, valid: np.ndarray 
     return Prepared(x=xt, encoder=encoder, split=split, dropped=dropped, n_rows=n)
 
 
-def _package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("proda-engine")
-    except Exception:  # not installed (source checkout)
-        return "unknown"
-
-
 def _base_metadata(prep: Prepared, summary: Mapping[str, Any], checksums: Mapping[str, str] | None,
                    seconds: float) -> dict[str, Any]:
     return {
@@ -458,7 +440,8 @@ def _base_metadata(prep: Prepared, summary: Mapping[str, Any], checksums: Mappin
         "feature_names": prep.encoder.feature_names,
         "scaling": prep.encoder.scaling,
         "parameters": list(PARAMETER_NAMES),
-        "package_version": _package_version(),
+        # the one version key, plus package_version that model files have always carried
+        **version_attrs("package_version"),
         "torch_version": str(torch.__version__),
         "checksums": dict(checksums or {}),
         "n_rows": prep.n_rows,

@@ -689,7 +689,7 @@ def gridded_products(world: World, params: ParameterSet | str | np.ndarray | xr.
     ds["n_cells"] = (("member", "region"), tot["n_cells"].astype(np.int64), {"long_name": "valid cells"})
     ds["valid_area"] = (("member", "region"), tot["valid_area"] / 1e12,
                         {"units": "Mkm2", "long_name": "area of valid cells"})
-    from proda_engine import __version__
+    from proda_engine.data.writers import version_attrs
 
     ds.attrs.update({
         "title": "PRODA / CLM5 matrix model gridded steady-state products",
@@ -708,7 +708,8 @@ def gridded_products(world: World, params: ParameterSet | str | np.ndarray | xr.
                     "any bulk diagnostic < 0 (spec (i))",
         "status_counts": str(status_counts if M <= 10 else status_counts[:10]),
         "seconds": round(seconds, 2),
-        "proda_version": __version__,
+        # the one key plus proda_version, which gridded products have always carried
+        **version_attrs("proda_version"),
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
     return ds
@@ -826,7 +827,7 @@ def group_summaries(ds: xr.Dataset, world: World, variables: Sequence[str] | Non
 def write_products(ds: xr.Dataset, path: str | PathLike) -> Path:
     """Write products atomically: netCDF (compressed, via ``write_netcdf_atomic``) or Zarr for a
     ``.zarr`` path (needs the optional ``zarr`` package; suits very large, chunked runs)."""
-    from proda_engine.data import write_netcdf_atomic
+    from proda_engine.data.writers import write_product
 
     p = Path(path)
     if p.suffix == ".zarr":
@@ -840,4 +841,4 @@ def write_products(ds: xr.Dataset, path: str | PathLike) -> Path:
     for name, var in ds.data_vars.items():
         if var.dtype.kind == "f" and var.ndim >= 2:
             enc[name] = {"zlib": True, "complevel": 4}
-    return write_netcdf_atomic(ds, p, encoding=enc)
+    return write_product(ds, p, encoding=enc)

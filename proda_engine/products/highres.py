@@ -43,6 +43,7 @@ import torch
 import xarray as xr
 
 from proda_engine.data.parameter_files import parameter_file_attrs
+from proda_engine.data.writers import write_product
 from proda_engine.grid import Grid
 from proda_engine.physics import Forcing
 from proda_engine.products.gridded import (
@@ -237,9 +238,8 @@ def write_highres(ds: xr.Dataset, path: str | PathLike, *, scheduler: str = "thr
         if p.suffix == ".zarr":
             ds.to_zarr(p, mode="w")
             return p
-        tmp = p.with_name(f".{p.name}.tmp")
-        ds.to_netcdf(tmp, encoding=enc)
-        tmp.replace(p)
+        # computed tile by tile inside the atomic writer: a failed tile leaves no partial file
+        write_product(ds, p, encoding=enc)
     return p
 
 

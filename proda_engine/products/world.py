@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import xarray as xr
 from proda_engine.data import read_covariates, read_forcing, write_text_atomic
 from proda_engine.data.parameter_files import align_theta_to_grid, normalise_parameter_names
 from proda_engine.data.worlds import WorldSpec, resolve_world
+from proda_engine.data.writers import write_npz_atomic
 from proda_engine.parameters import N_PARAMS
 from proda_engine.physics import Forcing
 
@@ -91,15 +91,7 @@ def load_world_cells(forcing_path: str | os.PathLike | Sequence[str | os.PathLik
     if cache:
         payload = {k: getattr(forcing, k).numpy().astype(np.float32 if k != "nbedrock" else np.int64)
                    for k in _FIELDS if getattr(forcing, k) is not None}
-        npz.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=npz.parent, prefix=".forcing_cells.", suffix=".npz")
-        os.close(fd)
-        try:
-            np.savez(tmp, stamp=stamp, cells=cells, lat=wc.lat, lon=wc.lon, **payload)
-            os.replace(tmp, npz)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_npz_atomic(npz, stamp=stamp, cells=cells, lat=wc.lat, lon=wc.lon, **payload)
     return wc
 
 
