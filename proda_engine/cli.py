@@ -207,9 +207,14 @@ def _load_params(path: Path | None, world, member_dim: str, preset: str | None):
 
 def _map_reference(ds, world, args: argparse.Namespace) -> None:
     """``proda map --reference [NAME]``: the products against a reference map (files next to ``--out``)."""
+    import xarray as xr
+
+    from proda_engine.plot import write_reference_figure
     from proda_engine.products.reference import write_reference_comparison
 
     files, tab = write_reference_comparison(ds, world, args.out, name=args.reference)
+    with xr.open_dataset(files["maps"]) as maps:  # the figure draws exactly what was written
+        files["plot"] = write_reference_figure(maps, tab, args.out)
     for _, r in tab.iterrows():
         print(f"  vs {r['reference']} {r['interval']:>8s}: model {r['model_pg']:.4g}, reference "
               f"{r['reference_pg']:.4g} Pg C (difference {r['difference_pg']:+.3g}, r = {r['r']:.2f}, "
@@ -309,6 +314,7 @@ def _cell_mask(world, region: str | None):
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     """``proda sensitivity --world NAME [--params THETA.nc] --out DIR``: spec (j) +1 % bulk-process table."""
+    from proda_engine.plot import write_sensitivity_figures
     from proda_engine.products.gridded import ParameterSet, load_world
     from proda_engine.products.sensitivity import marginal_sensitivity
 
@@ -320,6 +326,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
                                chunk_size=args.chunk_size, closure=args.closure, cell_mask=mask, depth=args.depth,
                                region_label=region_label)
     files = res.write(args.out)
+    files.update(write_sensitivity_figures(res, args.out))
     s = res.summary()
     print(f"marginal sensitivity of {world.n_cells} cells ({region_label}, {args.depth}), "
           f"{int(res.curves.attrs['n_members'])} member(s), {time.perf_counter() - t0:.1f} s -> {args.out}")

@@ -139,8 +139,16 @@ def write_text_atomic(text: str, path: str | PathLike, *, encoding: str = "utf-8
     return atomic_write(path, write)
 
 
+_COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zip": "zip", ".xz": "xz", ".zst": "zstd"}
+
+
 def write_csv_atomic(table: Any, path: str | PathLike, **to_csv: Any) -> Path:
-    """Write a pandas DataFrame as CSV at ``path`` atomically (``to_csv`` keywords passed on, e.g. ``index=False``)."""
+    """Write a pandas DataFrame as CSV at ``path`` atomically (``to_csv`` keywords passed on, e.g. ``index=False``).
+
+    Compression follows the target's suffix as ``DataFrame.to_csv(path)`` would (the temporary
+    file's ``.tmp`` suffix would otherwise turn it off).
+    """
+    to_csv.setdefault("compression", _COMPRESSION.get(Path(path).suffix.lower()))
     return atomic_write(path, lambda tmp: table.to_csv(tmp, **to_csv))
 
 

@@ -27,14 +27,13 @@ interannual coefficient of variation) to run the experiment as intended.
 
 Outputs: :func:`component_control` (global stocks by interval per experiment and member),
 :func:`evaluate_component_control` (modelled vs observed SOC by depth bin, spec metrics) and
-:func:`plot_explained_variation` (100 E pooled over all depths against the global stock).
+:func:`explained_variation` (100 E pooled over all depths; drawn against the global stock by
+:func:`proda_engine.plot.plot_explained_variation`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from os import PathLike
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -296,36 +295,3 @@ def explained_variation(evaluation) -> object:
                      "explained_pct_p16": float(np.nanpercentile(v, 16)),
                      "explained_pct_p84": float(np.nanpercentile(v, 84))})
     return pd.DataFrame(rows)
-
-
-def plot_explained_variation(gridded: xr.Dataset, evaluation, path: str | PathLike, *,
-                             depth: str = "whole") -> Path:
-    """Headline figure: explained spatial variation (100 E, all depths pooled; median with the
-    16th-84th percentile band over members) against the global stock (mean +- s.d.) per experiment."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ex = explained_variation(evaluation).set_index("experiment")
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    cmap = plt.get_cmap("tab10")
-    for i, exp in enumerate(gridded["experiment"].values):
-        if exp not in ex.index:
-            continue
-        s = gridded["soc_total"].sel(experiment=exp, depth=depth).values
-        y = ex.loc[exp]
-        yerr = [[y.explained_pct_median - y.explained_pct_p16], [y.explained_pct_p84 - y.explained_pct_median]]
-        ax.errorbar(float(np.mean(s)), y.explained_pct_median, yerr=yerr,
-                    xerr=float(np.std(s, ddof=1)) if s.size > 1 else None, fmt="o", color=cmap(i % 10),
-                    capsize=3, label=EXPERIMENT_LABELS.get(str(exp), str(exp)))
-    ax.set_xlabel(f"global SOC stock, {depth} (Pg C)")
-    ax.set_ylabel("explained spatial variation, 100 E (%)")
-    ax.set_title(f"Component control ({gridded.attrs.get('world', '')})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p

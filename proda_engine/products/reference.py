@@ -329,12 +329,21 @@ def compare_reference_regions(products: xr.Dataset, reference: xr.Dataset, world
 
 
 def write_reference_comparison(products: xr.Dataset, world: World, out: str | PathLike, *,
-                               name: str | None = None, catalog=None, plot: bool = True):
+                               name: str | None = None, catalog=None, plot: bool = False):
     """``proda map --reference``: compare products with a reference map and write, next to ``out``,
-    ``<stem>_reference.csv`` (totals per interval), ``<stem>_reference_regions.csv`` (per region),
-    ``<stem>_reference.nc`` (resampled reference and difference maps) and ``<stem>_reference.png``.
-    Returns (files: name -> path, the totals table)."""
-    from proda_engine.data import write_netcdf_atomic
+    ``<stem>_reference.csv`` (totals per interval), ``<stem>_reference_regions.csv`` (per region) and
+    ``<stem>_reference.nc`` (resampled reference and difference maps; the figure
+    ``<stem>_reference.png`` is :func:`proda_engine.plot.write_reference_figure` of that dataset).
+    Returns (files: name -> path, the totals table).
+
+    Raises:
+        ValueError: ``plot=True`` (kept for callers of the earlier signature): products do not draw.
+    """
+    from proda_engine.data.writers import write_csv_atomic, write_product
+
+    if plot:
+        raise ValueError("write_reference_comparison no longer draws: call proda_engine.plot.write_reference_figure"
+                         "(xr.open_dataset(files['maps']), table, out)")
 
     ref = open_reference(name, catalog)
     label = str(ref.attrs.get("label", name or DEFAULT_REFERENCE))
@@ -346,31 +355,7 @@ def write_reference_comparison(products: xr.Dataset, world: World, out: str | Pa
     files = {"totals": o.with_name(o.stem + "_reference.csv"),
              "regions": o.with_name(o.stem + "_reference_regions.csv"),
              "maps": o.with_name(o.stem + "_reference.nc")}
-    tab.to_csv(files["totals"], index=False)
-    regions.to_csv(files["regions"], index=False)
-    write_netcdf_atomic(maps, files["maps"])
-    if plot:
-        files["plot"] = Path(plot_reference(maps, tab, o.with_name(o.stem + "_reference.png")))
+    write_csv_atomic(tab, files["totals"], index=False)
+    write_csv_atomic(regions, files["regions"], index=False)
+    write_product(maps, files["maps"])
     return files, tab
-
-
-def plot_reference(maps: xr.Dataset, table, path: str | PathLike) -> object:
-    """Difference maps per interval with the totals and correlation in the titles."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [v for v in maps.data_vars if str(v).startswith("difference_")]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
-    for ax, v, (_, row) in zip(axes[0], names, table.iterrows()):
-        d = maps[v].values
-        lim = float(np.nanpercentile(np.abs(d), 98)) if np.isfinite(d).any() else 1.0
-        im = ax.pcolormesh(maps["lon"], maps["lat"], d, cmap="RdBu_r", vmin=-lim, vmax=lim, shading="auto")
-        ax.set_title(f"{row.interval}: model {row.model_pg:.1f} vs ref {row.reference_pg:.1f} Pg, r = {row.r:.2f}",
-                     fontsize=8)
-        fig.colorbar(im, ax=ax, label="kg C m-2")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

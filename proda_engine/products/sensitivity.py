@@ -95,26 +95,22 @@ class SensitivityResult:
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def write(self, folder: str | PathLike, *, plots: bool = True) -> dict[str, Path]:
-        """Write ``sensitivity_members.csv``, ``sensitivity_summary.csv`` / ``.json``,
-        ``sensitivity_curves.nc`` and (with ``plots``) ``sensitivity_plus1pct.png`` and
-        ``sensitivity_curves.png`` into ``folder``."""
-        from proda_engine.data import write_netcdf_atomic, write_text_atomic
+    def write(self, folder: str | PathLike) -> dict[str, Path]:
+        """Write ``sensitivity_members.csv``, ``sensitivity_summary.csv`` / ``.json`` and
+        ``sensitivity_curves.nc`` into ``folder`` (the figures: :func:`proda_engine.plot.write_sensitivity_figures`)."""
+        from proda_engine.data.writers import write_csv_atomic, write_product, write_text_atomic
 
         d = Path(folder)
         d.mkdir(parents=True, exist_ok=True)
         out = {"members_csv": d / "sensitivity_members.csv", "summary_csv": d / "sensitivity_summary.csv",
                "summary_json": d / "sensitivity_summary.json", "curves_nc": d / "sensitivity_curves.nc"}
         summ = self.summary()
-        write_text_atomic(self.table.to_csv(index=False), out["members_csv"])
-        write_text_atomic(summ.to_csv(index=False), out["summary_csv"])
+        write_csv_atomic(self.table, out["members_csv"], index=False)
+        write_csv_atomic(summ, out["summary_csv"], index=False)
         write_text_atomic(json.dumps({"attrs": {k: str(v) for k, v in self.curves.attrs.items()},
                                       "groups": json.loads(summ.to_json(orient="records"))}, indent=2),
                           out["summary_json"])
-        write_netcdf_atomic(self.curves, out["curves_nc"])
-        if plots:
-            out["bar_png"] = plot_plus1pct(self, d / "sensitivity_plus1pct.png")
-            out["curves_png"] = plot_curves(self, d / "sensitivity_curves.png")
+        write_product(self.curves, out["curves_nc"])
         return out
 
 
@@ -320,67 +316,3 @@ def marginal_sensitivity(world: World, params: ParameterSet | np.ndarray | xr.Da
              "seconds": round(time.perf_counter() - t0, 2), "solves_per_member": len(groups) * (len(levels) - 1) + 1}
     return sensitivity_from_curves(curves, area=world.cell_areas, cf=cf, cell_mask=cell_mask, depth=depth,
                                    members=ps.members, attrs=attrs)
-
-
-# -------------------------------------------------------------------------------------------------
-# Figures
-# -------------------------------------------------------------------------------------------------
-def plot_plus1pct(res: SensitivityResult, path: str | PathLike) -> Path:
-    """Bar chart of the +1 % effects on the global stock (Pg C) and mean turnover (yr), mean +- s.d."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    s = res.summary()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    labels = [f"{g}\n({m})" for g, m in zip(s["group"], s["metric"])]
-    for ax, col, unit, title in ((axes[0], "plus1pct_stock_pg", "Pg C", "SOC stock"),
-                                 (axes[1], "plus1pct_turnover_yr", "yr", "mean turnover")):
-        v = s[f"{col}_mean"].to_numpy(float)
-        e = np.nan_to_num(s[f"{col}_sd"].to_numpy(float))
-        ax.bar(labels, v, yerr=e, color=["#1b9e77" if x >= 0 else "#d95f02" for x in v], capsize=3)
-        ax.axhline(0, color="k", lw=0.6)
-        ax.set_ylabel(f"change for +1 % of the bulk process ({unit})")
-        ax.set_title(f"{title} ({res.curves.attrs.get('world', '')}, {int(res.curves.attrs.get('n_members', 1))} "
-                     f"member(s))")
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
-
-
-def plot_curves(res: SensitivityResult, path: str | PathLike) -> Path:
-    """Response curves: S(q)/S(0) and T(q)/T(0) against 1 + R(q) (log-log), median with the
-    16th-84th percentile band over members."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    c = res.curves
-    i0 = int(np.argmin(np.abs(c["level"].values)))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    colors = plt.get_cmap("tab10")
-    for ax, var, title in ((axes[0], "stock", "global SOC stock"), (axes[1], "turnover", "mean turnover")):
-        for gi, g in enumerate(c["group"].values):
-            x = 1.0 + c["process_change"].values[:, gi, :]
-            y = c[var].values[:, gi, :] / c[var].values[:, gi, i0:i0 + 1]
-            xm, ym = np.nanmedian(x, 0), np.nanmedian(y, 0)
-            ax.plot(xm, ym, "o-", ms=3, color=colors(gi), label=f"{g} ({c['metric'].values[gi]})")
-            if x.shape[0] > 1:
-                ax.fill_between(xm, np.nanpercentile(y, 16, 0), np.nanpercentile(y, 84, 0), color=colors(gi),
-                                alpha=0.2)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("1 + R (relative change of the bulk process)")
-        ax.set_ylabel(f"{title} relative to q = 0")
-        ax.set_title(title)
-        ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    p = Path(path)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p

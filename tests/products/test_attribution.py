@@ -13,6 +13,7 @@ import torch
 from proda_engine.grid import get_grid
 from proda_engine.inference.likelihood import model_at_obs
 from proda_engine.parameters import GROUPS
+from proda_engine.plot import plot_explained_variation
 from proda_engine.products.attribution import (
     EXPERIMENTS,
     component_control,
@@ -20,7 +21,6 @@ from proda_engine.products.attribution import (
     experiment_theta,
     explained_variation,
     npp_factor,
-    plot_explained_variation,
 )
 from proda_engine.products.gridded import CellSolver, gridded_products
 from proda_engine.products.importance import category_importance, default_categories

@@ -8,9 +8,10 @@ import pytest
 import xarray as xr
 
 from proda_engine.data import read_covariates
+from proda_engine.plot import plot_reference
 from proda_engine.products.gridded import gridded_products
 from proda_engine.products.highres import fine_coords
-from proda_engine.products.reference import compare_reference, guess_intervals, plot_reference, resample_to_grid
+from proda_engine.products.reference import compare_reference, guess_intervals, resample_to_grid
 
 
 @pytest.fixture(scope="module")
