@@ -24,7 +24,6 @@ import functools
 import io
 import json
 import logging
-import math
 import re
 import threading
 from dataclasses import dataclass
@@ -339,35 +338,6 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number GeoJSON allows")
 
 
-def _check_position(pos: object) -> None:
-    if not (isinstance(pos, list) and 2 <= len(pos) <= 3
-            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in pos)):
-        raise ValueError("every position must be [lon, lat] with finite numbers")
-    if not (-180 <= pos[0] <= 180 and -90 <= pos[1] <= 90):
-        raise ValueError("positions must be lon/lat degrees (lon -180..180, lat -90..90)")
-
-
-def _check_polygon(rings: object) -> None:
-    if not isinstance(rings, list) or not rings:
-        raise ValueError("a Polygon needs at least one ring of positions")
-    for ring in rings:
-        if not isinstance(ring, list) or len(ring) < 4:
-            raise ValueError("every ring needs at least 4 positions (closed)")
-        for pos in ring:
-            _check_position(pos)
-
-
-def _check_geometry(geom: dict) -> None:
-    coords = geom.get("coordinates")
-    if geom["type"] == "Polygon":
-        _check_polygon(coords)
-        return
-    if not isinstance(coords, list) or not coords:
-        raise ValueError("a MultiPolygon needs at least one polygon")
-    for polygon in coords:
-        _check_polygon(polygon)
-
-
 def upload_label(filename: str | None) -> str:
     """Region label of an upload: ``"upload <file name without extension>"``, as plain text of at most
     40 characters (it is drawn as text in the region select and escaped wherever HTML shows it)."""
@@ -381,7 +351,8 @@ def parse_geojson_upload(data: bytes | None, filename: str | None = None) -> api
 
     Checked in this order, each before the next step runs: size (:data:`MAX_UPLOAD_BYTES`, before
     decoding), UTF-8, nesting depth (:data:`MAX_JSON_DEPTH`, before parsing), JSON syntax (``NaN`` and
-    ``Infinity`` refused), then the geometry: (Multi)Polygon only, rings of at least four finite lon/lat
+    ``Infinity`` refused), then the geometry by the engine's one GeoJSON parser (through
+    :func:`proda_engine.api.polygon_region`): (Multi)Polygon only, rings of at least four finite lon/lat
     positions. Raises ``ValueError`` with a message fit for the user (plain text; it never repeats the
     file's contents).
     """
@@ -403,18 +374,6 @@ def parse_geojson_upload(data: bytes | None, filename: str | None = None) -> api
         raise ValueError(f"not a GeoJSON file: {exc}") from exc
     if not isinstance(obj, dict):
         raise ValueError("not a GeoJSON object")
-    if obj.get("type") == "FeatureCollection":
-        features = obj.get("features")
-        features = features if isinstance(features, list) else []
-        geoms = [f.get("geometry") or {} for f in features if isinstance(f, dict)]
-    elif obj.get("type") == "Feature":
-        geoms = [obj.get("geometry") or {}]
-    else:
-        geoms = [obj]
-    if not geoms or not all(isinstance(g, dict) and g.get("type") in ("Polygon", "MultiPolygon") for g in geoms):
-        raise ValueError("the GeoJSON must contain Polygon or MultiPolygon geometries (lon/lat)")
-    for geom in geoms:
-        _check_geometry(geom)
     return api.polygon_region(text, upload_label(filename))
 
 

@@ -275,10 +275,14 @@ def box_region(lon_min: float, lon_max: float, lat_min: float, lat_max: float) -
 
 
 def polygon_region(geojson: str, label: str = "polygon") -> Region:
-    """A region from GeoJSON text (Polygon / MultiPolygon / Feature / FeatureCollection, lon/lat)."""
-    import json
+    """A region from GeoJSON text (Polygon / MultiPolygon / Feature / FeatureCollection, lon/lat).
 
-    json.loads(geojson)  # fail early with a JSON error
+    Validated at once by :func:`proda_engine.products.regions.parse_geojson` (every geometry a
+    (Multi)Polygon, rings of at least four finite lon/lat positions); ``ValueError`` says what is wrong.
+    """
+    from proda_engine.products.regions import parse_geojson
+
+    parse_geojson(geojson)  # fail early, with the one parser's messages
     return Region("polygon", geojson, label)
 
 

@@ -31,6 +31,16 @@ def _provenance(args: argparse.Namespace, inputs: list[Path]) -> dict[str, str]:
     }
 
 
+def _run_record(args: argparse.Namespace, folder: Path, inputs: list[Path]) -> None:
+    """``config.yaml`` (the command's arguments) and ``provenance.json`` (versions, input sha256, command
+    line) in the run folder ``folder`` of a command that writes a folder of outputs."""
+    from proda_engine.data.writers import RunFolder
+
+    rf = RunFolder.at(folder)
+    rf.write_config({k: v for k, v in vars(args).items() if k != "func"})
+    rf.write_provenance(inputs)
+
+
 def _use_world(args: argparse.Namespace) -> str:
     """Register ``--catalog`` (or ``$PRODA_CATALOG``) so ``--world`` may name one of its ``worlds:``; the
     world name, defaulting to ``$PRODA_WORLD`` or ``default``. Sets ``PRODA_CATALOG`` for served sessions."""
@@ -327,6 +337,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
                                region_label=region_label)
     files = res.write(args.out)
     files.update(write_sensitivity_figures(res, args.out))
+    _run_record(args, Path(args.out), [args.params] if args.params else [])
     s = res.summary()
     print(f"marginal sensitivity of {world.n_cells} cells ({region_label}, {args.depth}), "
           f"{int(res.curves.attrs['n_members'])} member(s), {time.perf_counter() - t0:.1f} s -> {args.out}")
@@ -400,6 +411,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                    buffer_km=args.buffer_km, seed=args.seed, train_config=cfg,
                                    progress=lambda msg: print(f"  {msg}", flush=True))
         files = res.write(args.out or (spec.products / "evaluation"))
+        _run_record(args, Path(args.out or (spec.products / "evaluation")), sorted(spec.products.glob("theta_*.nc")))
         print(res.markdown())
         print(f"cross-validated {len(res.summary)} methods over {args.folds or 5} folds in "
               f"{time.perf_counter() - t0:.0f} s -> " + ", ".join(str(p) for p in files.values()))
@@ -415,6 +427,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res = evaluate_world(args.world, ws=ws, max_test_sites=args.max_test_sites)
     out = args.out or (ws.products / "evaluation")
     files = res.write(out)
+    _run_record(args, Path(out), sorted(ws.products.glob("theta_*.nc")))  # the parameter maps evaluated
     print(res.markdown())
     print(f"evaluated {len(res.methods)} methods on {res.n_test_sites} held-out sites in "
           f"{time.perf_counter() - t0:.0f} s -> " + ", ".join(str(p) for p in files.values()))

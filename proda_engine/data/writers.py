@@ -327,6 +327,16 @@ class RunFolder:
         path.mkdir(parents=True, exist_ok=True)
         return cls(path)
 
+    @classmethod
+    def at(cls, path: str | PathLike) -> RunFolder:
+        """The run folder at an existing or new ``path`` chosen by the user (e.g. ``--out DIR``),
+        created if needed; unlike :meth:`create` the folder's name is not restricted."""
+        p = Path(path)
+        if p.exists() and not p.is_dir():
+            raise NotADirectoryError(f"run folder {p} is a file")
+        p.mkdir(parents=True, exist_ok=True)
+        return cls(p)
+
     def file(self, name: str) -> Path:
         """Path of a file inside the run folder."""
         return self.path / name

@@ -18,6 +18,7 @@ A region is a boolean mask on the product grid. Named regions come from the worl
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -86,22 +87,115 @@ def box_mask(lat: np.ndarray, lon: np.ndarray, box: tuple[float, float, float, f
     return la[:, None] & lo[None, :]
 
 
-def polygon_mask(lat: np.ndarray, lon: np.ndarray, geojson: str | Mapping) -> np.ndarray:
-    """Cells whose centre is inside a GeoJSON (Multi)Polygon / Feature / FeatureCollection (lon/lat)."""
-    import shapely
-    from shapely.geometry import shape
+#: A ring: (lon, lat) positions in degrees; a polygon: its exterior ring, then its holes.
+Ring = list[tuple[float, float]]
+PolygonRings = list[Ring]
+_POLYGON_TYPES = ("Polygon", "MultiPolygon")
 
-    obj = json.loads(geojson) if isinstance(geojson, str) else geojson
+
+def parse_geojson(geojson: str | bytes | Mapping, *, other_geometries: str = "error") -> list[PolygonRings]:
+    """The one GeoJSON parser: a Polygon, MultiPolygon, Feature or FeatureCollection -> validated polygons.
+
+    Every position is ``[lon, lat]`` (an optional third value, e.g. elevation, is dropped) of finite
+    numbers within lon -180..180 and lat -90..90 degrees (RFC 7946); every ring has at least four
+    positions; every polygon at least one ring (the exterior, then holes). Error messages name what
+    is wrong and never repeat the input's text (they are shown to users as they are).
+
+    Args:
+        geojson: GeoJSON text (str or UTF-8 bytes) or an already parsed mapping.
+        other_geometries: ``"error"`` (every geometry must be a (Multi)Polygon) or ``"skip"`` (other
+            geometries, e.g. Points of a FeatureCollection, are left out; at least one polygon must remain).
+
+    Returns:
+        One entry per polygon (a MultiPolygon gives several), each a list of rings of (lon, lat) tuples.
+
+    Raises:
+        ValueError: not JSON, not a GeoJSON object, no (Multi)Polygon, or a malformed ring or position.
+
+    >>> parse_geojson('{"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}')
+    [[[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 0.0)]]]
+    """
+    if other_geometries not in ("error", "skip"):
+        raise ValueError(f"other_geometries: expected 'error' or 'skip', found {other_geometries!r}")
+    obj = _geojson_object(geojson)
+    geoms = _geojson_geometries(obj)
+    polygons = [g for g in geoms if isinstance(g, Mapping) and g.get("type") in _POLYGON_TYPES]
+    if not polygons or (other_geometries == "error" and len(polygons) != len(geoms)):
+        raise ValueError("the GeoJSON must contain Polygon or MultiPolygon geometries (lon/lat)")
+    out: list[PolygonRings] = []
+    for geom in polygons:
+        coords = geom.get("coordinates")
+        if geom["type"] == "Polygon":
+            out.append(_polygon_rings(coords))
+            continue
+        if not isinstance(coords, list) or not coords:
+            raise ValueError("a MultiPolygon needs at least one polygon")
+        out += [_polygon_rings(p) for p in coords]
+    return out
+
+
+def _geojson_object(geojson: str | bytes | Mapping) -> Mapping:
+    """The top-level GeoJSON object, parsed from text when needed."""
+    if isinstance(geojson, Mapping):
+        return geojson
+    if isinstance(geojson, bytes | bytearray):
+        try:
+            geojson = bytes(geojson).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError("not a GeoJSON file: not UTF-8 text") from exc
+    if not isinstance(geojson, str):
+        raise ValueError(f"GeoJSON: expected text or a mapping, found {type(geojson).__name__}")
+    try:
+        obj = json.loads(geojson)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not a GeoJSON file: {exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
+    if not isinstance(obj, Mapping):
+        raise ValueError("not a GeoJSON object")
+    return obj
+
+
+def _geojson_geometries(obj: Mapping) -> list[object]:
+    """The geometry objects of a FeatureCollection, a Feature or a bare geometry (unchecked)."""
     if obj.get("type") == "FeatureCollection":
-        geoms = [shape(f["geometry"]) for f in obj.get("features", [])]
-    elif obj.get("type") == "Feature":
-        geoms = [shape(obj["geometry"])]
-    else:
-        geoms = [shape(obj)]
-    geoms = [g for g in geoms if g.geom_type in ("Polygon", "MultiPolygon")]
-    if not geoms:
-        raise ValueError("GeoJSON: expected at least one Polygon or MultiPolygon geometry, found none")
-    geom = shapely.union_all(geoms)
+        features = obj.get("features")
+        features = features if isinstance(features, list) else []
+        return [f.get("geometry") or {} for f in features if isinstance(f, Mapping)]
+    if obj.get("type") == "Feature":
+        return [obj.get("geometry") or {}]
+    return [obj]
+
+
+def _polygon_rings(rings: object) -> PolygonRings:
+    """A Polygon's ``coordinates``: a non-empty list of rings of at least four positions."""
+    if not isinstance(rings, list) or not rings:
+        raise ValueError("a Polygon needs at least one ring of positions")
+    out = []
+    for ring in rings:
+        if not isinstance(ring, list) or len(ring) < 4:
+            raise ValueError("every ring needs at least 4 positions (closed)")
+        out.append([_position(p) for p in ring])
+    return out
+
+
+def _position(pos: object) -> tuple[float, float]:
+    """``[lon, lat]`` or ``[lon, lat, z]`` of finite numbers (not booleans) in degrees -> (lon, lat)."""
+    if not (isinstance(pos, list) and 2 <= len(pos) <= 3
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in pos)):
+        raise ValueError("every position must be [lon, lat] with finite numbers")
+    if not (-180 <= pos[0] <= 180 and -90 <= pos[1] <= 90):
+        raise ValueError("positions must be lon/lat degrees (lon -180..180, lat -90..90)")
+    return float(pos[0]), float(pos[1])
+
+
+def polygon_mask(lat: np.ndarray, lon: np.ndarray, geojson: str | Mapping) -> np.ndarray:
+    """Cells whose centre is inside a GeoJSON (Multi)Polygon / Feature / FeatureCollection (lon/lat).
+
+    Parsed by :func:`parse_geojson`; other geometries of a collection (points, lines) are skipped.
+    """
+    import shapely
+
+    polygons = [shapely.Polygon(rings[0], rings[1:]) for rings in parse_geojson(geojson, other_geometries="skip")]
+    geom = shapely.union_all(polygons)
     LON, LAT = np.meshgrid(lon, lat)
     return shapely.contains_xy(geom, LON, LAT)
 
