@@ -103,3 +103,121 @@ def test_run_folder_guards(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"input file .*missing\.nc not found"):
         rf.write_provenance([tmp_path / "missing.nc"])
     assert not rf.file("provenance.json").exists()
+
+
+# -------------------------------------------------------------------------------------------------
+# one atomic writer, one file mode, one version key
+# -------------------------------------------------------------------------------------------------
+def _mode(p: Path) -> int:
+    return p.stat().st_mode & 0o777
+
+
+def test_every_writer_gives_the_one_file_mode(tmp_path: Path) -> None:
+    import os
+
+    import pandas as pd
+
+    from proda_engine.data.writers import (
+        write_bytes_atomic,
+        write_csv_atomic,
+        write_npy_atomic,
+        write_npz_atomic,
+        write_product,
+    )
+
+    old = os.umask(0o027)  # a group-shared cache: group may read, others nothing
+    try:
+        files = [write_netcdf_atomic(_ds(1.0), tmp_path / "a.nc"), write_product(_ds(1.0), tmp_path / "p.nc"),
+                 write_text_atomic("x\n", tmp_path / "a.txt"), write_bytes_atomic(b"\x00", tmp_path / "a.bin"),
+                 write_csv_atomic(pd.DataFrame({"a": [1]}), tmp_path / "a.csv", index=False),
+                 write_npy_atomic(np.arange(3), tmp_path / "a.npy"),
+                 write_npz_atomic(tmp_path / "a.npz", x=np.arange(3))]
+    finally:
+        os.umask(old)
+    # mkstemp alone would leave 0600: the one mode is 0666 minus the umask
+    assert {p.name: _mode(p) for p in files} == {p.name: 0o640 for p in files}
+    assert np.load(tmp_path / "a.npy").tolist() == [0, 1, 2]  # np.save did not append a second .npy
+    with np.load(tmp_path / "a.npz") as z:
+        assert z["x"].tolist() == [0, 1, 2]
+    assert (tmp_path / "a.csv").read_text() == "a\n1\n"
+    assert _leftovers(tmp_path) == []
+
+
+def test_csv_compression_follows_the_target_suffix(tmp_path: Path) -> None:
+    import gzip
+
+    import pandas as pd
+
+    from proda_engine.data.writers import write_csv_atomic
+
+    p = write_csv_atomic(pd.DataFrame({"a": [1, 2]}), tmp_path / "t.csv.gz", index=False)
+    assert gzip.decompress(p.read_bytes()) == b"a\n1\n2\n"
+
+
+def test_a_failing_writer_leaves_no_temp_file_and_the_old_target(tmp_path: Path) -> None:
+    from proda_engine.data.writers import atomic_write
+
+    target = write_text_atomic("old\n", tmp_path / "t.txt")
+
+    def half_then_fail(tmp: Path) -> None:
+        tmp.write_text("half of the new")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, half_then_fail)
+    assert target.read_text() == "old\n"
+    with pytest.raises(KeyboardInterrupt):  # an interrupt cleans up too (BaseException)
+        atomic_write(tmp_path / "new.txt", lambda tmp: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert not (tmp_path / "new.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]
+
+
+def test_torch_checkpoints_go_through_the_atomic_writer(tmp_path: Path) -> None:
+    import os
+
+    import torch
+
+    from proda_engine.learning.training import _atomic_torch_save
+
+    old = os.umask(0o022)
+    try:
+        p = _atomic_torch_save({"w": torch.ones(2)}, tmp_path / "m.pt")
+    finally:
+        os.umask(old)
+    assert _mode(p) == 0o644
+    assert torch.load(p, weights_only=True)["w"].tolist() == [1.0, 1.0]
+    with pytest.raises(TypeError, match="pickle"):
+        _atomic_torch_save({"g": (x for x in [])}, p)  # a generator cannot be pickled: the old file stays
+    assert torch.load(p, weights_only=True)["w"].tolist() == [1.0, 1.0]
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_one_version_key(tmp_path: Path) -> None:
+    import proda_engine
+    from proda_engine.data.writers import VERSION_KEY, read_version, version_attrs, write_product
+
+    assert VERSION_KEY == "proda_engine_version"
+    assert version_attrs() == {VERSION_KEY: proda_engine.__version__}
+    assert version_attrs("proda_version") == {VERSION_KEY: proda_engine.__version__,
+                                              "proda_version": proda_engine.__version__}
+    with pytest.raises(ValueError, match="unknown legacy key"):
+        version_attrs("version")
+    # readers accept the keys of files already on users' disks
+    assert read_version({"proda_version": "0.3.0"}) == "0.3.0"
+    assert read_version({"package_version": "0.2.0"}) == "0.2.0"
+    assert read_version({VERSION_KEY: "1.0", "proda_version": "0.3.0"}) == "1.0"
+    assert read_version({"title": "x"}) is None
+    ds = _ds(1.0)
+    back = xr.load_dataset(write_product(ds, tmp_path / "p.nc"))
+    assert back.attrs[VERSION_KEY] == proda_engine.__version__ and VERSION_KEY not in ds.attrs
+    rec = json.loads(RunFolder.at(tmp_path / "my run").write_provenance([]).read_text())
+    assert rec[VERSION_KEY] == rec["package_version"] == proda_engine.__version__
+
+
+def test_run_folder_at_a_user_path(tmp_path: Path) -> None:
+    rf = RunFolder.at(tmp_path / "out dir" / "sensitivity")
+    assert rf.path.is_dir() and rf.write_config({"a": 1}).name == "config.yaml"
+    assert RunFolder.at(rf.path).path == rf.path  # reusing an existing folder is fine
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        RunFolder.at(tmp_path / "f")
