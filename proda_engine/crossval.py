@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from proda_engine.data import write_text_atomic
+from proda_engine.data.writers import version_attrs
 from proda_engine.evaluation import _json_default, soc_at_sites
 from proda_engine.learning.config import TrainConfig
 from proda_engine.learning.ensembles import train_ensemble
@@ -133,7 +134,7 @@ class CrossValResult:
         """``crossval.json``, ``crossval.md`` and ``crossval_predictions.csv`` (atomically)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=2, default=_json_default)
+        text = json.dumps({**version_attrs(), **self.to_dict()}, indent=2, default=_json_default)
         files = {"json": write_text_atomic(text, out / "crossval.json"),
                  "markdown": write_text_atomic(self.markdown(), out / "crossval.md")}
         files["predictions"] = write_text_atomic(self.predictions.to_csv(index=False),

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from proda_engine.data.writers import atomic_write, write_csv_atomic, write_product, write_text_atomic
+from proda_engine.data.writers import atomic_write, version_attrs, write_csv_atomic, write_product, write_text_atomic
 from proda_engine.grid import get_grid
 from proda_engine.inference.likelihood import ObservationBatch, model_at_obs, pooled_metrics
 from proda_engine.learning.config import TrainConfig
@@ -267,7 +267,7 @@ def run_world_baselines(world: str = "default", *, n_sites_mcmc: int = 1000, n_s
                               "mcmc_seconds": t_mcmc, "train_seconds": tr.seconds,
                               "evaluation": tr.report.get("evaluation")}
     report["seconds"] = time.perf_counter() - t0
-    write_text_atomic(json.dumps(report, indent=2, default=str), out / "baselines.json")
+    write_text_atomic(json.dumps({**version_attrs(), **report}, indent=2, default=str), out / "baselines.json")
     return Baselines(batch_path, two_path, model_path, report)
 
 
@@ -409,7 +409,8 @@ class EvaluationResult:
         """Write ``evaluation.json``, ``evaluation.md``, ``evaluation_pairs.csv`` and the PNG figures."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        files = {"json": write_text_atomic(json.dumps(self.to_dict(), indent=2, default=_json_default),
+        files = {"json": write_text_atomic(json.dumps({**version_attrs(), **self.to_dict()}, indent=2,
+                                                      default=_json_default),
                                            out / "evaluation.json"),
                  "markdown": write_text_atomic(self.markdown(), out / "evaluation.md")}
         if self.pairs:

@@ -26,7 +26,7 @@ from scipy.spatial import cKDTree
 from proda_engine.data import read_profiles, write_text_atomic
 from proda_engine.data.parameter_files import parameter_file_attrs
 from proda_engine.data.world import WorldPaths, ensure_world, make_twin_profiles
-from proda_engine.data.writers import write_product
+from proda_engine.data.writers import version_attrs, write_product
 from proda_engine.inference.likelihood import ObservationBatch
 from proda_engine.learning.config import TrainConfig
 from proda_engine.learning.training import TrainedModel, train_end_to_end, train_two_step
@@ -378,5 +378,5 @@ def train_world(world: str = "default", *, method: str = "end-to-end", config: T
                    "world_report": ow.report, "covariates": covariates, "categorical": categorical,
                    "unseen_categories": json.loads(theta.attrs.get("unseen_categories", "{}")),
                    "evaluation": model.metadata.get("evaluation"), "dropped": model.metadata.get("dropped")})
-    write_text_atomic(json.dumps(report, indent=2, default=str), prod / f"train_{source}.json")
+    write_text_atomic(json.dumps({**version_attrs(), **report}, indent=2, default=str), prod / f"train_{source}.json")
     return WorldTraining(model, theta_path, model_path, time.perf_counter() - t0, report)

@@ -24,7 +24,7 @@ import xarray as xr
 from proda_engine.data import read_covariates, read_forcing, write_text_atomic
 from proda_engine.data.parameter_files import align_theta_to_grid, normalise_parameter_names
 from proda_engine.data.worlds import WorldSpec, resolve_world
-from proda_engine.data.writers import write_npz_atomic
+from proda_engine.data.writers import version_attrs, write_npz_atomic
 from proda_engine.parameters import N_PARAMS
 from proda_engine.physics import Forcing
 
@@ -244,7 +244,7 @@ def open_world(world: str | WorldSpec | None = None, *, catalog: str | os.PathLi
     report["n_cells"] = int(cells.cells.size)
     if spec.kind == "catalog":
         spec.root.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(json.dumps({**spec.provenance(), "fingerprint": spec.fingerprint(),
+        write_text_atomic(json.dumps({**version_attrs(), **spec.provenance(), "fingerprint": spec.fingerprint(),
                                       "covariates": names, "categorical": categorical, "report": report},
                                      indent=2, default=str), spec.root / "world.json")
     return OpenWorld(spec=spec, cells=cells, forcing_cells=wc, missing_covariate=missing, covariates=cov,
