@@ -83,36 +83,37 @@ class WorldCache(Generic[T]):
         self._lock = threading.Lock()  # guards _values, _building and _generation (held briefly)
         self._generation = 0
 
-    def _cached(self, key: str) -> tuple[bool, T | None]:
-        """(found, value) under the lock, marking the value most recently used."""
+    def _cached(self, key: str) -> tuple[bool, T | None, int]:
+        """(found, value, generation) under the lock, marking a found value most recently used."""
         with self._lock:
             if key in self._values:
                 self._values.move_to_end(key)
-                return True, self._values[key]
-            return False, None
+                return True, self._values[key], self._generation
+            return False, None, self._generation
 
     def __call__(self, world: str | None = None) -> T:
         key = world or world_name()
-        found, value = self._cached(key)
+        found, value, _ = self._cached(key)
         if found:
             return value  # type: ignore[return-value]
         with self._lock:
             building = self._building.setdefault(key, threading.Lock())
-            generation = self._generation
         with building:  # one build per world; other worlds are not held up
-            found, value = self._cached(key)
-            if found:
+            found, value, generation = self._cached(key)
+            if found:  # built by the thread this one waited for
                 return value  # type: ignore[return-value]
             try:
                 value = self._build(key)
-            finally:
+            except BaseException:
                 with self._lock:
                     self._building.pop(key, None)
-            with self._lock:
+                raise
+            with self._lock:  # store and retire the build lock together: no second build slips in between
                 if generation == self._generation:  # not cleared while building
                     self._values[key] = value
                     while len(self._values) > self._maxsize:
                         self._values.popitem(last=False)
+                self._building.pop(key, None)
         return value
 
     def cache_clear(self) -> None:
