@@ -35,7 +35,7 @@ import numpy as np
 from proda_engine.grid import get_grid
 from proda_engine.inference.likelihood import ObservationBatch, model_at_obs
 from proda_engine.inference.mcmc import MCMCConfig, run_mcmc
-from proda_engine.inference.pipeline import single_threaded
+from proda_engine.inference.runs import single_threaded
 from proda_engine.inference.site_da import make_site_cost_fn
 from proda_engine.physics import Forcing, solve_theta
 from proda_engine.physics.testing import random_forcing, random_theta

@@ -374,7 +374,7 @@ def parse_geojson_upload(data: bytes | None, filename: str | None = None) -> api
         raise ValueError(f"not a GeoJSON file: {exc}") from exc
     if not isinstance(obj, dict):
         raise ValueError("not a GeoJSON object")
-    return api.polygon_region(text, upload_label(filename))
+    return api.polygon_region(text, upload_label(filename), other_geometries="error")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """The front door: small, documented functions returning xarray/pandas (never tensors).
 
-The dashboard and notebooks use only this module.
+The dashboard and notebooks use only this module. Per-process state (the current world, the what-if
+engine of each world, site sets, ensemble members, sensitivity curves) lives one layer below, in
+:mod:`proda_engine.session`, which this module and :mod:`proda_engine.scenario_api` both use;
+:func:`scenario` is :func:`proda_engine.scenario_api.scenario`.
 
 >>> from proda_engine import api
 >>> api.parameter_table()[0]["name"]
@@ -9,12 +12,8 @@ The dashboard and notebooks use only this module.
 
 from __future__ import annotations
 
-import functools
-import os
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,25 +22,25 @@ import xarray as xr
 from proda_engine import __version__
 from proda_engine.grid import DEPTH_INTERVALS
 from proda_engine.parameters import GROUP_LABELS, physical_table
-from proda_engine.products.regions import KOPPEN_GROUPS, KOPPEN_LABELS, LANDCOVER_GROUPS, Region
+from proda_engine.products.reference import ReferenceComparison
+from proda_engine.products.regions import Region
 from proda_engine.products.whatif import (
     BULK_SYMBOL,
     BULK_TOLERANCE,
     MECHANISM_LABELS,
-    MECHANISMS,
-    WhatIfEngine,
     WhatIfResult,
 )
-
-#: Parameter sources in the order the dashboard offers them, with labels.
-SOURCE_LABELS: dict[str, str] = {
-    "proda_e2e": "PRODA end to end",
-    "proda_two_step": "PRODA two-step",
-    "batch_da": "batch assimilation (homogeneous)",
-    "default_clm5": "default CLM5",
-    "twin_truth": "twin truth (synthetic world)",
-    "midpoint": "prior midpoint (theta = 0.5)",
-}
+from proda_engine.scenario_api import scenario
+from proda_engine.session import (
+    SOURCE_LABELS,
+    members,
+    regions,
+    sensitivity_curves,
+    site_set,
+    use_catalog,
+    world_engine,
+    world_name,
+)
 
 __all__ = [
     "BULK_SYMBOL",
@@ -90,11 +89,19 @@ def parameter_table(theta: np.ndarray | None = None) -> list[dict[str, object]]:
     return physical_table(theta)
 
 
-def read_forcing(paths: str | PathLike | Sequence[str | PathLike], **kw) -> xr.Dataset:
-    """Read CLM5-history-style forcing into the normalised forcing Dataset (validated)."""
+def read_forcing(paths: str | PathLike | Sequence[str | PathLike], *, n_layers: int = 20,
+                 source_name: str | None = None, npp_split: Mapping[str, float] | None = None,
+                 grid: str = "clm5_20") -> xr.Dataset:
+    """Read CLM5-history-style forcing into the normalised forcing Dataset (validated).
+
+    ``n_layers`` model layers are kept (20 for ``clm5_20``); ``source_name`` is stored in
+    ``attrs['source_name']``; ``npp_split`` gives the fractions of NPP going to ``input_cwd`` and
+    ``input_litter1..3`` (sum 1) when the file has NPP only; ``grid``'s dz integrates CLM5's ACC vectors.
+    See :func:`proda_engine.data.read_forcing`.
+    """
     from proda_engine.data import read_forcing as _read
 
-    return _read(paths, **kw)
+    return _read(paths, n_layers=n_layers, source_name=source_name, npp_split=npp_split, grid=grid)
 
 
 def simulate(
@@ -137,28 +144,9 @@ def simulate(
 
 
 # ---------------------------------------------------------------------------------------------
-# The default world and fast what-if (the dashboard's door)
+# The default world and fast what-if (the dashboard's door). world_name, use_catalog, world_engine and
+# regions are the session's (proda_engine.session), re-exported here.
 # ---------------------------------------------------------------------------------------------
-
-
-def world_name() -> str:
-    """World used by the dashboard: ``$PRODA_WORLD`` (e.g. ``tiny``, ``europe``, a catalog world) or ``default``."""
-    return os.environ.get("PRODA_WORLD", "default")
-
-
-def use_catalog(path: str | PathLike) -> list[str]:
-    """Make the ``worlds:`` of a catalog file usable by name in every function of this module.
-
-    >>> api.use_catalog("my_catalog.yaml")      # doctest: +SKIP
-    ['my_region']
-    >>> api.what_if({"A": 0.1}, world="my_region")  # doctest: +SKIP
-    """
-    from proda_engine.data.worlds import register_catalog
-
-    names = register_catalog(path)
-    os.environ["PRODA_CATALOG"] = str(Path(path).expanduser().resolve())  # dashboard sessions, workers
-    world_engine.cache_clear()
-    return names
 
 
 def world_info(world: str | None = None) -> dict[str, str]:
@@ -166,36 +154,6 @@ def world_info(world: str | None = None) -> dict[str, str]:
     from proda_engine.data.worlds import resolve_world
 
     return resolve_world(world or world_name()).provenance()
-
-
-@functools.lru_cache(maxsize=4)
-def world_engine(world: str | None = None) -> WhatIfEngine:
-    """The what-if engine of a world (built-in: built on first use; catalog world: read from its sources),
-    cached on disk and in memory.
-
-    Parameter sources: every trained product found for the world, the twin truth (twin worlds), default
-    CLM5 and the prior midpoint. Shared by all sessions of a dashboard process (read-only; results are
-    cached per request).
-    """
-    from proda_engine.data.parameter_files import read_parameter_file, resolve_closure
-    from proda_engine.products.world import open_world
-
-    ow = open_world(world or world_name())
-    wc = ow.cells
-    sources: dict[str, np.ndarray] = {}
-    for name in SOURCE_LABELS:
-        f = ow.spec.products / f"theta_{name}.nc"
-        if f.exists():
-            th = read_parameter_file(f)
-            resolve_closure(th, None)  # the engine runs the default closure: refuse parameters fitted under another
-            sources[name] = wc.theta_from_grid(th)
-    if ow.truth is not None:
-        sources["twin_truth"] = wc.theta_from_grid(ow.truth)
-    sources["default_clm5"] = "default"
-    sources["midpoint"] = np.full((len(wc.cells), 21), 0.5)
-    eng = WhatIfEngine(None, sources, fields=ow.covariates, cells=(wc.forcing, wc.cells, wc.lat, wc.lon))
-    eng.world = ow.spec  # provenance: which world and data the engine's numbers come from
-    return eng
 
 
 def parameter_sources(world: str | None = None) -> dict[str, str]:
@@ -250,39 +208,23 @@ def depth_intervals() -> list[str]:
     return list(DEPTH_INTERVALS)
 
 
-def regions(world: str | None = None) -> dict[str, Region]:
-    """Named regions: globe, CONUS, continents, Köppen groups and land-cover groups of the world."""
-    out = {"globe": Region(), "conus": Region("conus", None, "CONUS")}
-    eng = world_engine(world)
-    if eng.fields is not None and "continent" in eng.fields:
-        names = str(eng.fields["continent"].attrs.get("flag_meanings", "")).split()
-        present = set(np.unique(eng.fields["continent"].values[np.isfinite(eng.fields["continent"].values)]).tolist())
-        codes = list(eng.fields["continent"].attrs.get("flag_values", range(len(names))))
-        for code, name in zip(codes, names):
-            if code in present:
-                out[f"continent:{name}"] = Region("continent", name, name.replace("_", " "))
-    for g in KOPPEN_GROUPS:
-        out[f"koppen:{g}"] = Region("koppen", g, f"Köppen {g} ({KOPPEN_LABELS[g]})")
-    for g in LANDCOVER_GROUPS:
-        out[f"landcover:{g}"] = Region("landcover", g, g.replace("_", "/"))
-    return out
-
-
 def box_region(lon_min: float, lon_max: float, lat_min: float, lat_max: float) -> Region:
     """A lat/lon box region (e.g. drawn on the map)."""
     return Region("box", (float(lon_min), float(lon_max), float(lat_min), float(lat_max)),
                   f"box {lon_min:.1f}..{lon_max:.1f}E, {lat_min:.1f}..{lat_max:.1f}N")
 
 
-def polygon_region(geojson: str, label: str = "polygon") -> Region:
+def polygon_region(geojson: str, label: str = "polygon", *, other_geometries: str = "skip") -> Region:
     """A region from GeoJSON text (Polygon / MultiPolygon / Feature / FeatureCollection, lon/lat).
 
-    Validated at once by :func:`proda_engine.products.regions.parse_geojson` (every geometry a
-    (Multi)Polygon, rings of at least four finite lon/lat positions); ``ValueError`` says what is wrong.
+    Validated at once by :func:`proda_engine.products.regions.parse_geojson` (rings of at least four
+    finite lon/lat positions); ``ValueError`` says what is wrong. ``other_geometries="skip"`` (default,
+    as before) leaves Points/Lines of a collection out of the mask; ``"error"`` refuses them (the
+    dashboard's upload does).
     """
     from proda_engine.products.regions import parse_geojson
 
-    parse_geojson(geojson)  # fail early, with the one parser's messages
+    parse_geojson(geojson, other_geometries=other_geometries)  # fail early, with the one parser's messages
     return Region("polygon", geojson, label)
 
 
@@ -317,59 +259,6 @@ def what_if(perturbation: dict[str, float] | None = None, *, region: str | Regio
     return res
 
 
-_CURVES: dict[tuple, list] = {}
-_CURVES_LOCK = threading.Lock()  # concurrent sessions wait for one solve of the same curves
-
-
-def _sensitivity_curves(world: str | None, source: str):
-    """Per-cell curves of the spec's sensitivity for ``source``: one per ensemble member when the world
-    has an ensemble product for it, else one. Solved once, kept on disk (float32 ``.npy`` per member in
-    the world's cache, keyed by a digest of the parameters), read memory-mapped and kept per process
-    (per engine and members file)."""
-    from proda_engine.products.layers import members_path
-
-    eng = world_engine(world)
-    if source not in eng.sources or isinstance(eng.sources[source], str):
-        raise ValueError(f"source {source!r} has no unit-interval parameters: the spec's sensitivity perturbs "
-                         "theta (choose a trained source, the twin truth or the midpoint)")
-    path = members_path(eng.world.root, source) if eng.world is not None else None
-    stamp = (path.stat().st_size, path.stat().st_mtime_ns) if path is not None and path.exists() else None
-    key = (id(eng), source, stamp)
-    with _CURVES_LOCK:
-        if key not in _CURVES:
-            _CURVES[key] = _solve_curves(eng, source, path if stamp is not None else None)
-        return _CURVES[key]
-
-
-def _solve_curves(eng: WhatIfEngine, source: str, members: Path | None):
-    import hashlib
-    import tempfile
-
-    from proda_engine.data.writers import write_npy_atomic
-    from proda_engine.products.layers import load_member_thetas
-    from proda_engine.products.sensitivity import LEVELS, CellCurves, cell_curves
-
-    thetas = load_member_thetas(members, eng) if members is not None else [eng.sources[source]]
-    h = hashlib.blake2b(digest_size=12)
-    for th in thetas:
-        h.update(np.ascontiguousarray(th).tobytes())
-    root = eng.world.cache if eng.world is not None else Path(tempfile.gettempdir()) / "proda-sensitivity"
-    folder = root / "sensitivity" / f"{source}-v1-{h.hexdigest()}"
-    out = []
-    for m, th in enumerate(thetas):
-        files = {k: folder / f"member{m}_{k}.npy" for k in ("raw", "metric", "cin")}
-        if not all(f.exists() for f in files.values()):
-            solver = WhatIfEngine(None, {"member": th}, grid=eng.grid, closure=eng.closure, cache_size=2,
-                                  parts_budget=256 * 1024**2, cells=(eng.forcing, eng.cells, eng.lat, eng.lon))
-            cc = cell_curves(solver, "member")
-            folder.mkdir(parents=True, exist_ok=True)
-            for k, f in files.items():
-                write_npy_atomic(getattr(cc, k), f)
-        arr = {k: np.load(f, mmap_mode="r") for k, f in files.items()}
-        out.append(CellCurves(tuple(MECHANISMS), LEVELS, arr["raw"], arr["metric"], np.asarray(arr["cin"])))
-    return out
-
-
 def sensitivity(*, region: str | Region = "globe", depth: str = "whole", source: str | None = None,
                 world: str | None = None) -> dict[str, dict[str, float]]:
     """The spec §(j) "+1 % bulk-process" sensitivity of the regional SOC total of ``depth``.
@@ -390,7 +279,7 @@ def sensitivity(*, region: str | Region = "globe", depth: str = "whole", source:
 
     eng = world_engine(world)
     source = source or next(iter(eng.sources))
-    curves = _sensitivity_curves(world, source)
+    curves = sensitivity_curves(world, source)
     sel = eng.cell_mask(_region(region, world))
     res = sensitivity_from_curves(curves, area=eng.cell_area, cf=eng.cf, cell_mask=sel, depth=depth)
     info = provenance(source, world)
@@ -418,51 +307,9 @@ def profile(lat: float, lon: float, *, perturbation: dict[str, float] | None = N
                                        region=_region(region, world), space=space)
 
 
-@functools.lru_cache(maxsize=4)
-def _site_set(world: str | None):
-    """The world's observed profiles matched to its land cells; parsed once, then kept in the world's
-    cache folder (``sites.pkl``, keyed by the WoSIS files' names, sizes and times), because parsing
-    50,000 profiles takes ~30 s and the dashboard needs them before its first page."""
-    import pickle
-
-    from proda_engine.data.writers import write_bytes_atomic
-    from proda_engine.products.sites import SiteSet
-
-    spec = world_engine(world).world
-    if spec.kind == "builtin" and not (spec.profiles[0] / "wosis_201909_profiles.tsv").exists():
-        from proda_engine.workflows import build_twin_world
-
-        build_twin_world(spec.name)
-    if not spec.profiles:
-        raise FileNotFoundError(f"world {spec.name!r} has no observed profiles (no 'profiles:' in its catalog entry)")
-    files = sorted(q for p in spec.profiles for q in ([*p.iterdir()] if p.is_dir() else [p]) if q.is_file())
-    # "sites-2": the site rules of workflows.site_data (a cache written under older rules is rebuilt)
-    stamp = ["sites-2", *[(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
-    cache = spec.cache / "sites.pkl"
-    if cache.exists():
-        try:
-            with open(cache, "rb") as fh:
-                saved_stamp, sites = pickle.load(fh)
-            if saved_stamp == stamp and len(sites.profiles) and sites.profiles["cell"].max() < world_engine(
-                    world).cells.size:
-                return sites
-        except Exception:  # an unreadable or stale cache is rebuilt below
-            pass
-    from proda_engine.products.world import open_world
-    from proda_engine.workflows import site_data
-
-    # the same sites, cells and drop rules as training and evaluation (single-layer profiles kept; sites
-    # far from the forcing or in a cell without covariates dropped and counted)
-    sd = site_data(open_world(spec))
-    sites = SiteSet.from_observations(sd.observations, sd.lat, sd.lon, sd.cell)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(pickle.dumps((stamp, sites)), cache)
-    return sites
-
-
 def observed_sites(world: str | None = None) -> pd.DataFrame:
     """Observed profiles of a world: profile_id, lat, lon, n_layers, mean observed topsoil SOC (kg C m-3)."""
-    return _site_set(world).profiles.drop(columns="cell")
+    return site_set(world).profiles.drop(columns="cell")
 
 
 def site_comparison(*, source: str | None = None, region: str | Region = "globe",
@@ -470,7 +317,7 @@ def site_comparison(*, source: str | None = None, region: str | Region = "globe"
                     max_sites: int | None = 3000, space: str = "bulk") -> tuple[pd.DataFrame, dict[str, float]]:
     """Observed vs modelled SOC per horizon (kg C m-3) at sites in a region, with pooled metrics
     (RMSE, MAE, Nash–Sutcliffe E, ...); the model is the site's nearest land cell, PCHIP in depth."""
-    return _site_set(world).comparison(world_engine(world), source=source, perturbation=perturbation,
+    return site_set(world).comparison(world_engine(world), source=source, perturbation=perturbation,
                                        region=_region(region, world), max_sites=max_sites, space=space)
 
 
@@ -497,27 +344,6 @@ def parameter_map(name: str, source: str | None = None, world: str | None = None
     return _pmap(world_engine(world), name, source, perturbation, region=_region(region, world), space=space)
 
 
-_MEMBER_CACHE = None
-
-
-def _members(source: str | None, world: str | None):
-    """The ensemble members of ``source`` (:class:`~proda_engine.products.layers.MemberEnsemble`, cached per
-    process), or None if the world has none."""
-    global _MEMBER_CACHE
-    from proda_engine.products.layers import MemberCache, members_path
-
-    eng = world_engine(world)
-    source = source or next(iter(eng.sources))
-    if eng.world is None:
-        return None
-    path = members_path(eng.world.root, source)
-    if not path.exists():
-        return None
-    if _MEMBER_CACHE is None:
-        _MEMBER_CACHE = MemberCache()
-    return _MEMBER_CACHE.get((world or world_name(), source), path, eng)
-
-
 def has_ensemble(source: str | None = None, world: str | None = None) -> bool:
     """Whether the world holds an ensemble product for ``source`` (``products/theta_<source>_members.nc``)."""
     from proda_engine.products.layers import members_path
@@ -531,7 +357,7 @@ def ensemble_spread(depth: str, source: str | None = None, world: str | None = N
                     space: str = "bulk") -> xr.DataArray | None:
     """Across-member s.d. of the SOC stock map (kg C m-2) under ``perturbation`` (unperturbed by default)
     when the world has an ensemble product for ``source``; None otherwise."""
-    ms = _members(source, world)
+    ms = members(source, world)
     if ms is None:
         return None
     eng = world_engine(world)
@@ -544,7 +370,7 @@ def ensemble_totals(*, region: str | Region = "globe", depth: str = "0-100cm", s
                     world: str | None = None) -> dict[str, float] | None:
     """Regional SOC total over the ensemble members (Pg C): ``mean_pg``, ``sd_pg``, ``n_members``;
     None when the world has no ensemble for ``source``."""
-    ms = _members(source, world)
+    ms = members(source, world)
     if ms is None:
         return None
     return ms.totals(depth, _region(region, world))
@@ -553,7 +379,7 @@ def ensemble_totals(*, region: str | Region = "globe", depth: str = "0-100cm", s
 def ensemble_what_if(perturbation: dict[str, float] | None = None, *, region: str | Region = "globe",
                      depth: str = "0-100cm", source: str | None = None, world: str | None = None,
                      space: str = "bulk", lat: float | None = None, lon: float | None = None,
-                     should_stop=None) -> dict | None:
+                     should_stop: Callable[[], bool] | None = None) -> dict | None:
     """+- s.d. over the ensemble members for everything :func:`what_if` reports, or None without an ensemble.
 
     Every member is solved under the request the ensemble-mean map was solved under (in bulk space: the
@@ -563,7 +389,7 @@ def ensemble_what_if(perturbation: dict[str, float] | None = None, *, region: st
     (``profile_mean``/``profile_sd`` and ``profile_baseline_mean``/``_sd``, g C m-3, at ``depth_m``).
     ``should_stop()`` is asked between member solves (True: give up and return None).
     """
-    ms = _members(source, world)
+    ms = members(source, world)
     if ms is None:
         return None
     eng = world_engine(world)
@@ -592,17 +418,6 @@ def site_misfit(source: str | None = None, perturbation: dict[str, float] | None
     return _misfit(rows)
 
 
-def scenario(*args, **kwargs):
-    """Climate scenario on a world: transient SOC trajectories and the warmed steady state.
-
-    See :func:`proda_engine.scenario_api.scenario` (warming in K, NPP and water-scalar changes as
-    fractions, ramp over ``years``, parameter ``source``); returns an xarray Dataset.
-    """
-    from proda_engine.scenario_api import scenario as _scenario
-
-    return _scenario(*args, **kwargs)
-
-
 # ---------------------------------------------------------------------------------------------
 # Reference map (Sanderman, Hengl & Fiske 2017, shipped in assets/reference/)
 
@@ -617,7 +432,7 @@ def reference_map(depth: str = "0-100cm", name: str | None = None) -> xr.DataArr
 
 
 def reference_comparison(source: str | None = None, depth: str = "0-100cm", region: str | Region = "globe", *,
-                         world: str | None = None, name: str | None = None):
+                         world: str | None = None, name: str | None = None) -> ReferenceComparison:
     """A parameter source's unperturbed SOC stock map against the reference map on the world's grid.
 
     Returns a :class:`~proda_engine.products.reference.ReferenceComparison`: ``maps`` (``model``,

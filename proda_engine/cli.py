@@ -256,13 +256,13 @@ def cmd_map(args: argparse.Namespace) -> int:
     from proda_engine.products.gridded import (
         gridded_products,
         group_summaries,
-        load_world,
+        load_grid_world,
         totals_table,
         write_products,
     )
 
     t0 = time.perf_counter()
-    world = load_world(_use_world(args))
+    world = load_grid_world(_use_world(args))
     params, label = _load_params(args.params, world, args.member_dim, args.preset)
     if args.refine and args.refine > 1:
         from proda_engine.products.highres import highres_products, highres_totals, write_highres
@@ -325,11 +325,11 @@ def _cell_mask(world, region: str | None):
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     """``proda sensitivity --world NAME [--params THETA.nc] --out DIR``: spec (j) +1 % bulk-process table."""
     from proda_engine.plot import write_sensitivity_figures
-    from proda_engine.products.gridded import ParameterSet, load_world
+    from proda_engine.products.gridded import ParameterSet, load_grid_world
     from proda_engine.products.sensitivity import marginal_sensitivity
 
     t0 = time.perf_counter()
-    world = load_world(_use_world(args))
+    world = load_grid_world(_use_world(args))
     params, label = _load_params(args.params, world, args.member_dim, None)
     mask, region_label = _cell_mask(world, args.region)
     res = marginal_sensitivity(world, ParameterSet(params, world, member_dim=args.member_dim, label=label),

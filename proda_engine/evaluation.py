@@ -405,6 +405,11 @@ class EvaluationResult:
                 lines.append(f"| {p} | " + " | ".join(fmt(self.recovery[k].get(p)) for k in meths) + " |")
         return "\n".join(lines) + "\n"
 
+    @property
+    def labels(self) -> dict[str, str]:
+        """Display label of every method key (:data:`METHODS`)."""
+        return dict(METHODS)
+
     def write(self, out_dir: str | Path, *, figures: bool = True) -> dict[str, Path]:
         """Write ``evaluation.json``, ``evaluation.md``, ``evaluation_pairs.csv`` and the PNG figures."""
         out = Path(out_dir)

@@ -1,6 +1,8 @@
 """Front door for climate scenarios (issue 7): ``scenario(...)`` returns an xarray Dataset.
 
-The lead re-exports :func:`scenario` from :mod:`proda_engine.api`.
+:mod:`proda_engine.api` re-exports :func:`scenario`. Both front doors stand on the world session
+(:mod:`proda_engine.session`: the cached what-if engine and named regions of each world); this module
+never imports :mod:`proda_engine.api`.
 
 >>> ds = scenario(world="tiny", warming=2.0, npp=0.1, years=3, source="midpoint", coarsen=1)  # doctest: +SKIP
 >>> float(ds["soc_change_global"].sel(source="midpoint").isel(year=-1))  # doctest: +SKIP
@@ -15,6 +17,7 @@ from os import PathLike
 
 import xarray as xr
 
+from proda_engine import session
 from proda_engine.products.regions import Region
 from proda_engine.products.scenarios import Scenario, auto_coarsen, world_scenario
 
@@ -129,10 +132,8 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
         Dataset of :func:`proda_engine.products.scenarios.world_scenario` (Pg C trajectories, regional
         totals, maps in kg C m-2) with provenance attributes.
     """
-    from proda_engine import api
-
-    eng = api.world_engine(world)
-    reg = api.regions(world)[region] if isinstance(region, str) else region
+    eng = session.world_engine(world)
+    reg = session.regions(world)[region] if isinstance(region, str) else region
     within = None if reg is None else eng.mask(reg).reshape(-1)[eng.cells]
     if within is not None and not within.any():
         raise ValueError(f"region {reg.label!r} holds no land cell of the world")
@@ -173,7 +174,7 @@ def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0
             units="Pg C", long_name="ensemble s.d. of the global SOC change (members of the source)")
     from proda_engine.data.writers import version_attrs
 
-    ds.attrs.update({"world": world or api.world_name(), **version_attrs(),
+    ds.attrs.update({"world": world or session.world_name(), **version_attrs(),
                      "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                      "title": "PRODA climate scenario: transient SOC change"})
     return ds

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from proda_engine import api
+from proda_engine import api, session
 from proda_engine.data import read_profiles
 from proda_engine.learning.config import TrainConfig
 from proda_engine.workflows import build_twin_world, train_world
@@ -83,17 +83,17 @@ def test_observed_sites_are_cached_on_disk_and_refreshed_when_files_change(tiny)
     cache folder; it is reused while the WoSIS files are unchanged and rebuilt when they change."""
     import os
 
-    api._site_set.cache_clear()
+    session.site_set.cache_clear()
     first = api.observed_sites("tiny")
     cache = tiny.paths.root / "cache" / "sites.pkl"
     assert cache.exists()
     t0 = cache.stat().st_mtime_ns
-    api._site_set.cache_clear()
+    session.site_set.cache_clear()
     again = api.observed_sites("tiny")
     assert cache.stat().st_mtime_ns == t0  # reused, not rewritten
     pd.testing.assert_frame_equal(first, again)
     tsv = next(tiny.paths.wosis_dir.glob("*.tsv"))
     os.utime(tsv, ns=(tsv.stat().st_atime_ns, tsv.stat().st_mtime_ns + 1_000_000_000))
-    api._site_set.cache_clear()
+    session.site_set.cache_clear()
     api.observed_sites("tiny")
     assert cache.stat().st_mtime_ns != t0  # a changed input file rebuilds the cache

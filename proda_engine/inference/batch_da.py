@@ -37,17 +37,16 @@ from proda_engine.grid import get_grid
 from proda_engine.inference.config import AssimilateConfig
 from proda_engine.inference.likelihood import ObservationBatch, efficiency, rmse
 from proda_engine.inference.mcmc import MCMCConfig, MCMCResult, run_mcmc
-from proda_engine.inference.pipeline import (
+from proda_engine.inference.runs import (
     REPORT_FILE,
-    SiteData,
-    _json_default,
-    _parameter_coords,
-    _stats,
-    load_sites,
+    json_default,
+    parameter_coords,
     single_threaded,
     start_run,
+    summary_stats,
 )
 from proda_engine.inference.site_da import SiteCostFn, make_site_cost_fn
+from proda_engine.inference.sites import SiteData, load_sites
 from proda_engine.parameters import N_PARAMS
 from proda_engine.physics import Forcing
 
@@ -223,15 +222,15 @@ def run_batch_da(config: AssimilateConfig | dict[str, Any]) -> BatchDAResult:
         "total_cost_mean": float(np.sum(costs_mean[0])),
         "rhat_flagged_parameters": [p for p, r in zip(res.parameter_names, res.rhat[0], strict=True)
                                     if not r < cfg.mcmc.rhat_threshold],
-        "acceptance": _stats(res.acceptance[0][np.isfinite(res.acceptance[0])]),
-        "efficiency": _stats(ds["efficiency"].values[np.isfinite(ds["efficiency"].values)]),
+        "acceptance": summary_stats(res.acceptance[0][np.isfinite(res.acceptance[0])]),
+        "efficiency": summary_stats(ds["efficiency"].values[np.isfinite(ds["efficiency"].values)]),
         "e_negative_sites": int(np.sum(ds["efficiency"].values < 0)),
         "site_solves": int(joint.n_evals),
         "timing_seconds": {"total": round(time.perf_counter() - t0, 2)},
         "reader_report": sites.reader_report,
         "sites_failed_at_mean": int(np.sum(~np.isfinite(costs_mean[0]))),
     }
-    write_text_atomic(json.dumps(report, indent=2, default=_json_default) + "\n", folder.file(REPORT_FILE))
+    write_text_atomic(json.dumps(report, indent=2, default=json_default) + "\n", folder.file(REPORT_FILE))
     return BatchDAResult(folder=folder.path, dataset=ds, report=report, mcmc=res)
 
 
@@ -268,7 +267,7 @@ def _dataset(res: MCMCResult, sites: SiteData, j0: np.ndarray, jm: np.ndarray, p
                                            "Nash-Sutcliffe E of the draw-averaged prediction")
     ds = xr.Dataset(data, coords={"site": np.arange(obs.n_profiles), "chain": np.arange(res.acceptance.shape[1]),
                                   "profile_id": ("site", sites.profile_id)})
-    ds = ds.assign_coords(_parameter_coords())
+    ds = ds.assign_coords(parameter_coords())
     for name in ("site_lat", "site_lon", "cell_lat", "cell_lon", "distance_km"):
         if name in sites.forcing.coords:
             ds = ds.assign_coords({name: ("site", np.asarray(sites.forcing[name].values, dtype=float))})

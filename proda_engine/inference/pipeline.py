@@ -18,6 +18,10 @@
 5. **Combine** the batches into ``posterior.nc`` (dims ``site``, ``parameter``, ``chain``,
    ``obs_layer``) and write ``report.json`` with every count by reason.
 
+Step 1 is :func:`proda_engine.inference.sites.load_sites`; the run folder, ``provenance.json`` and the
+report helpers are :mod:`proda_engine.inference.runs`, shared with batch assimilation (:mod:`.batch_da`,
+where ``mode: batch`` goes).
+
 The random streams are keyed by (seed, site index, chain) (see :mod:`.mcmc`), and the tasks are
 pure functions of their inputs run single-threaded, so a Dask run and an inline run with the same
 seed and batch size give bit-identical posteriors.
@@ -41,14 +45,13 @@ Example
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,147 +60,35 @@ import pandas as pd
 import xarray as xr
 from tqdm.auto import tqdm
 
-from proda_engine.data import load_catalog, read_forcing, read_profiles, sample_nearest_valid
-from proda_engine.data.profiles import ProfileSet
-from proda_engine.data.writers import RunFolder, provenance, write_product, write_text_atomic
+from proda_engine.data.writers import write_product, write_text_atomic
 from proda_engine.distributed import get_client, map_as_completed
 from proda_engine.grid import get_grid
+from proda_engine.inference.batch_da import run_batch_da
 from proda_engine.inference.config import AssimilateConfig
 from proda_engine.inference.likelihood import ObservationBatch, efficiency, r2_legacy, rmse
 from proda_engine.inference.mcmc import STATUS_FAILED, run_mcmc
+from proda_engine.inference.runs import (
+    BATCH_DIR,
+    REPORT_FILE,
+    json_default,
+    parameter_coords,
+    single_threaded,
+    start_run,
+    summary_stats,
+)
 from proda_engine.inference.site_da import make_site_cost_fn
-from proda_engine.parameters import PARAMETER_NAMES, PARAMETERS
+from proda_engine.inference.sites import SiteData, load_sites
+from proda_engine.parameters import PARAMETER_NAMES
 from proda_engine.physics import Forcing
 
 log = logging.getLogger(__name__)
 
-BATCH_DIR = "batches"
 POSTERIOR_FILE = "posterior.nc"
-REPORT_FILE = "report.json"
 
-#: Skip reason when the nearest valid forcing cell is too far away.
-NO_FORCING = "no_forcing_cell_within_max_distance"
 #: Site exclusion reasons in ``posterior.nc`` (``exclusion`` variable).
 EXCLUDED_FAILED = "mcmc_failed"
 EXCLUDED_MEAN_SOLVE = "posterior_mean_solve_failed"
 EXCLUDED_E_NEGATIVE = "efficiency_below_zero"
-
-
-# --------------------------------------------------------------------------------------------------
-# Loading the sites
-# --------------------------------------------------------------------------------------------------
-@dataclass
-class SiteData:
-    """Observations and forcing of the sites to assimilate (S sites, aligned), with counted skips.
-
-    Attributes:
-        obs: padded observations of the S sites.
-        forcing: the normalised forcing sampled at each site's nearest valid cell (dim ``site`` of
-            length S; coordinates ``site_lat``, ``site_lon``, ``cell_lat``, ``cell_lon``,
-            ``distance_km``).
-        profile_id: (S,) profile identifiers.
-        skipped: stage → reason → number of profiles (``reader``, ``preprocess``, ``forcing``,
-            ``max_sites``).
-        n_profiles_read: profiles seen by the reader.
-        inputs: the files read (for checksums).
-        reader_report: the reader's full skip report (layers and profiles).
-    """
-
-    obs: ObservationBatch
-    forcing: xr.Dataset
-    profile_id: np.ndarray
-    skipped: dict[str, dict[str, int]]
-    n_profiles_read: int
-    inputs: list[Path]
-    reader_report: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_sites(self) -> int:
-        return self.obs.n_profiles
-
-    def batches(self, batch_size: int) -> list[np.ndarray]:
-        """Site indices of each batch: consecutive runs of ``batch_size`` in profile order."""
-        return [np.arange(s, min(s + batch_size, self.n_sites)) for s in range(0, self.n_sites, batch_size)]
-
-
-def _resolve_paths(config: AssimilateConfig) -> tuple[Any, list[Path], Any, list[Path]]:
-    """(profiles location, profile input files, forcing location, forcing input files)."""
-    catalog = None
-    if config.profiles_path is None or config.forcing_path is None:
-        catalog = load_catalog(config.catalog, check_files=False)
-    if config.profiles_path is not None:
-        p = config.profiles_path
-        p_loc: Any = [Path(x) for x in p] if isinstance(p, list) else Path(p)
-        p_files = p_loc if isinstance(p_loc, list) else [p_loc]
-    else:
-        p_loc = ("catalog", catalog, config.profiles_source)
-        p_files = catalog.source(config.profiles_source).resolved_paths()
-    if config.forcing_path is not None:
-        f = config.forcing_path
-        f_loc: Any = [Path(x) for x in f] if isinstance(f, list) else Path(f)
-        f_files = f_loc if isinstance(f_loc, list) else [f_loc]
-    else:
-        f_loc = ("catalog", catalog, config.forcing_source)
-        f_files = catalog.source(config.forcing_source).resolved_paths()
-    return p_loc, p_files, f_loc, f_files
-
-
-def _read_profiles(loc: Any, layout: str | None) -> ProfileSet:
-    if isinstance(loc, tuple):
-        _, catalog, name = loc
-        ps = catalog.open(name)
-        if not isinstance(ps, ProfileSet):
-            raise ValueError(f"catalog source {name!r}: expected kind 'profiles', found {catalog.source(name).kind!r}")
-        return ps
-    return read_profiles(loc, layout=layout)
-
-
-def _read_forcing(loc: Any, grid_name: str) -> xr.Dataset:
-    if isinstance(loc, tuple):
-        _, catalog, name = loc
-        ds = catalog.open(name)
-        if not isinstance(ds, xr.Dataset) or "TSOI" not in ds:
-            raise ValueError(f"catalog source {name!r}: expected kind 'forcing', found {catalog.source(name).kind!r}")
-        return ds
-    return read_forcing(loc, n_layers=get_grid(grid_name).n_layers, grid=grid_name)
-
-
-def load_sites(config: AssimilateConfig) -> SiteData:
-    """Read profiles and forcing, preprocess, sample the forcing per site; count every skip.
-
-    Raises:
-        ValueError: no usable profile remains (the message lists the counted reasons).
-    """
-    p_loc, p_files, f_loc, f_files = _resolve_paths(config)
-    ps = _read_profiles(p_loc, config.profiles_layout)
-    rep = ps.report.to_dict()
-    skipped: dict[str, dict[str, int]] = {"reader": dict(rep["profiles_dropped"])}
-
-    obs = ObservationBatch.from_layers(ps.layers)
-    skipped["preprocess"] = dict(Counter(obs.skipped.values()))
-    coords = ps.profiles.set_index("profile_id").loc[obs.profile_id]
-    lat = coords["latitude"].to_numpy(dtype=float)
-    lon = coords["longitude"].to_numpy(dtype=float)
-
-    fds = _read_forcing(f_loc, config.grid)
-    sampled = sample_nearest_valid(fds, lat, lon, site=np.arange(obs.n_profiles))
-    keep = np.ones(obs.n_profiles, dtype=bool)
-    if config.max_distance_km is not None:
-        keep &= sampled["distance_km"].values <= config.max_distance_km
-    skipped["forcing"] = {NO_FORCING: int((~keep).sum())} if (~keep).any() else {}
-    idx = np.flatnonzero(keep)
-    if config.max_sites is not None and idx.size > config.max_sites:
-        skipped["max_sites"] = {"beyond_max_sites": int(idx.size - config.max_sites)}
-        idx = idx[: config.max_sites]
-    else:
-        skipped["max_sites"] = {}
-    if idx.size == 0:
-        raise ValueError(f"assimilate: no usable profile (read {rep['n_profiles_read']}; skipped: {skipped})")
-    obs = obs.subset(idx)
-    # Materialise the (small) per-site forcing once; tasks slice it.
-    forcing = sampled.isel(site=idx).assign_coords(site=np.arange(idx.size)).load()
-    return SiteData(obs=obs, forcing=forcing, profile_id=np.asarray(obs.profile_id).astype(str), skipped=skipped,
-                    n_profiles_read=int(rep["n_profiles_read"]), inputs=[*p_files, *f_files], reader_report=rep)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,29 +115,6 @@ class BatchTask:
     forcing: xr.Dataset
     config: AssimilateConfig
     fingerprint: str
-
-
-@contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """One thread for torch, numba and the BLAS/OpenMP pools while a task runs.
-
-    Why: a task must produce the same bits in a one-thread Dask worker and in the caller's process
-    (parallel reductions may sum in a different order), and the machine's cores are shared by the
-    workers anyway.
-    """
-    import numba
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    n_torch, n_numba = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)  # the solver's prange loops would otherwise spin on busy cores
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        torch.set_num_threads(n_torch)
-        numba.set_num_threads(n_numba)
 
 
 def run_batch(task: BatchTask) -> xr.Dataset:
@@ -378,34 +246,6 @@ def _read_batch(path: Path, fingerprint: str, site_index: np.ndarray) -> xr.Data
     return ds
 
 
-def _prepare_folder(config: AssimilateConfig) -> RunFolder:
-    out = Path(config.out)
-    existing = sorted((out / BATCH_DIR).glob("batch_*.nc")) if out.exists() else []
-    if existing and not config.resume:
-        raise FileExistsError(f"{out} already holds {len(existing)} batch file(s) of a run; pass --resume "
-                              "(config 'resume: true') to continue it, or choose another 'out' folder")
-    return RunFolder.create(out.name, root=out.parent, exist_ok=True)
-
-
-def _input_checksums(prov: dict[str, Any]) -> dict[str, str]:
-    """File name → sha256 (names, not absolute paths: a moved data folder still resumes)."""
-    return {f"{i:03d}:{Path(rec['path']).name}": rec["sha256"] for i, rec in enumerate(prov["inputs"])}
-
-
-def start_run(config: AssimilateConfig, sites: SiteData, extra: dict[str, Any] | None = None
-              ) -> tuple[RunFolder, str]:
-    """Create/reuse the run folder, write ``config.yaml`` and ``provenance.json``; return the
-    folder and the run fingerprint."""
-    folder = _prepare_folder(config)
-    prov = provenance(sites.inputs, extra=extra)
-    fp = config.fingerprint(_input_checksums(prov))
-    prov["fingerprint"] = fp
-    prov["config"] = config.to_dict()
-    folder.write_config(config)
-    folder.write_record(prov)
-    return folder, fp
-
-
 def assimilate(config: AssimilateConfig | dict[str, Any], *,
                on_batch_written: Callable[[int, Path], None] | None = None) -> Any:
     """Run a data-assimilation job described by ``config`` (see the module docstring).
@@ -423,8 +263,6 @@ def assimilate(config: AssimilateConfig | dict[str, Any], *,
     """
     cfg = config if isinstance(config, AssimilateConfig) else AssimilateConfig.from_dict(config)
     if cfg.mode == "batch":
-        from proda_engine.inference.batch_da import run_batch_da
-
         return run_batch_da(cfg)
     t_start = time.perf_counter()
     sites = load_sites(cfg)
@@ -469,7 +307,7 @@ def assimilate(config: AssimilateConfig | dict[str, Any], *,
     folder.write_dataset(posterior, POSTERIOR_FILE)
     report = build_report(posterior, cfg, sites, n_batches=len(groups), n_reused=n_reused,
                           compute_seconds=compute_s, total_seconds=time.perf_counter() - t_start)
-    write_text_atomic(json.dumps(report, indent=2, default=_json_default) + "\n", folder.file(REPORT_FILE))
+    write_text_atomic(json.dumps(report, indent=2, default=json_default) + "\n", folder.file(REPORT_FILE))
     return AssimilationResult(folder=folder.path, posterior=posterior, report=report, n_batches=len(groups),
                               n_batches_computed=len(todo), n_batches_reused=n_reused)
 
@@ -477,16 +315,6 @@ def assimilate(config: AssimilateConfig | dict[str, Any], *,
 # --------------------------------------------------------------------------------------------------
 # Combining and reporting
 # --------------------------------------------------------------------------------------------------
-def _parameter_coords() -> dict[str, Any]:
-    return {
-        "parameter": ("parameter", list(PARAMETER_NAMES)),
-        "lower": ("parameter", np.array([p.lower for p in PARAMETERS]), {"long_name": "physical value at theta = 0"}),
-        "upper": ("parameter", np.array([p.upper for p in PARAMETERS]), {"long_name": "physical value at theta = 1"}),
-        "units": ("parameter", np.array([p.units for p in PARAMETERS])),
-        "group": ("parameter", np.array([p.group for p in PARAMETERS])),
-    }
-
-
 def site_exclusion(ds: xr.Dataset, exclude_negative_e: bool) -> np.ndarray:
     """Per-site exclusion reason ('' = usable): failed MCMC, failed solve at the mean, or E < 0."""
     status = ds["status"].values
@@ -518,7 +346,7 @@ def combine_batches(batches: list[xr.Dataset], config: AssimilateConfig, sites: 
                    {"long_name": "posterior mean of theta where the site is usable (NaN otherwise)", "units": "1"})
     ds["usable"] = ("site", usable, {"long_name": "site passes the status and E >= 0 checks"})
     ds["exclusion"] = ("site", excl, {"long_name": "why the site is not usable ('' = usable)"})
-    ds = ds.assign_coords(_parameter_coords())
+    ds = ds.assign_coords(parameter_coords())
     ds = ds.assign_coords(
         lat=("site", ds["site_lat"].values, {"units": "degrees_north", "long_name": "profile latitude"}),
         lon=("site", ds["site_lon"].values, {"units": "degrees_east", "long_name": "profile longitude"}))
@@ -532,16 +360,6 @@ def combine_batches(batches: list[xr.Dataset], config: AssimilateConfig, sites: 
         "n_sites": int(ds.sizes["site"]),
     }
     return ds
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def build_report(posterior: xr.Dataset, config: AssimilateConfig, sites: SiteData, *, n_batches: int,
@@ -578,18 +396,11 @@ def build_report(posterior: xr.Dataset, config: AssimilateConfig, sites: SiteDat
         "rhat_threshold": config.mcmc.rhat_threshold,
         "rhat_flagged_sites": int(flagged.sum()),
         "rhat_flagged_by_parameter": per_param,
-        "acceptance": _stats(acc[np.isfinite(acc)]),
-        "efficiency": _stats(e[np.isfinite(e)]),
+        "acceptance": summary_stats(acc[np.isfinite(acc)]),
+        "efficiency": summary_stats(e[np.isfinite(e)]),
         "batches": {"total": n_batches, "reused": n_reused, "computed": n_batches - n_reused,
                     "batch_size": config.batch_size},
         "timing_seconds": {"compute": round(compute_seconds, 2), "total": round(total_seconds, 2)},
         "reader_report": sites.reader_report,
         "created_utc": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
     }
-
-
-def _stats(x: np.ndarray) -> dict[str, float | int]:
-    if x.size == 0:
-        return {"n": 0}
-    return {"n": int(x.size), "mean": float(np.mean(x)), "median": float(np.median(x)),
-            "min": float(np.min(x)), "max": float(np.max(x))}

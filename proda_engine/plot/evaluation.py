@@ -4,17 +4,22 @@ per method and the parameter-recovery bar chart."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from proda_engine.evaluation import METHODS, EvaluationResult
 from proda_engine.parameters import PARAMETER_NAMES
 from proda_engine.plot._save import pyplot, save_figure
 
 
-def plot_evaluation(result: EvaluationResult, out_dir: str | Path, *, max_points: int = 20000,
+def plot_evaluation(result: Any, out_dir: str | Path, *, max_points: int = 20000,
                     seed: int = 0) -> dict[str, Path]:
-    """Observed-vs-modelled scatter per method (log axes, 1:1 line) and the recovery bar chart (PNG)."""
+    """Observed-vs-modelled scatter per method (log axes, 1:1 line) and the recovery bar chart (PNG).
+
+    ``result`` is a :class:`proda_engine.evaluation.EvaluationResult` (not imported: the result's
+    ``write`` calls this function, and the import graph has no cycles); method labels come from its
+    ``labels``.
+    """
     plt = pyplot()
 
     out = Path(out_dir)
@@ -42,7 +47,7 @@ def plot_evaluation(result: EvaluationResult, out_dir: str | Path, *, max_points
             ax.set_xlim(lo, hi)
             ax.set_ylim(lo, hi)
             m = result.metrics[k]["all"]
-            ax.set_title(f"{METHODS[k]}\nR²={m['r2']:.2f} E={m['e']:.2f} RMSE={m['rmse']:.1f}", fontsize=8)
+            ax.set_title(f"{result.labels[k]}\nR²={m['r2']:.2f} E={m['e']:.2f} RMSE={m['rmse']:.1f}", fontsize=8)
             ax.set_xlabel("observed SOC (kg C m⁻³)", fontsize=8)
             ax.tick_params(labelsize=7)
         axes[0][0].set_ylabel("modelled SOC (kg C m⁻³)", fontsize=8)
@@ -60,7 +65,7 @@ def plot_evaluation(result: EvaluationResult, out_dir: str | Path, *, max_points
         w = 0.8 / len(meths)
         for i, k in enumerate(meths):
             r = np.array([result.recovery[k][p] for p in PARAMETER_NAMES], float)
-            ax.bar(x + (i - (len(meths) - 1) / 2) * w, np.nan_to_num(r), w, label=METHODS[k])
+            ax.bar(x + (i - (len(meths) - 1) / 2) * w, np.nan_to_num(r), w, label=result.labels[k])
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(x)
         ax.set_xticklabels(PARAMETER_NAMES, rotation=60, ha="right", fontsize=8)

@@ -44,8 +44,8 @@ from proda_engine.parameters import GROUPS, N_PARAMS
 from proda_engine.products.gridded import (
     INTERVALS,
     CellSolver,
+    GridWorld,
     ParameterSet,
-    World,
     cell_totals,
     simulate_member,
 )
@@ -93,7 +93,7 @@ def npp_factor(rel_sd: np.ndarray, rng: np.random.Generator, *, k: float = 2.0,
     return np.maximum(f, min_factor), clipped
 
 
-def world_npp_rel_sd(world: World) -> np.ndarray | None:
+def world_npp_rel_sd(world: GridWorld) -> np.ndarray | None:
     """sigma_NPP / mu_NPP at the world's cells from ``cesm2_npp_std`` / ``cesm2_npp``, or None."""
     mu, sd = world.field_at_cells("cesm2_npp"), world.field_at_cells("cesm2_npp_std")
     if mu is None or sd is None:
@@ -102,7 +102,7 @@ def world_npp_rel_sd(world: World) -> np.ndarray | None:
         return np.where(mu > 0, sd / mu, np.nan)
 
 
-def component_control(world: World, params: ParameterSet | np.ndarray | xr.DataArray, *,
+def component_control(world: GridWorld, params: ParameterSet | np.ndarray | xr.DataArray, *,
                       experiments: Sequence[str] = EXPERIMENTS, theta_bar: np.ndarray | None = None,
                       npp_rel_sd: np.ndarray | None = None, seed: int = 0, member_dim: str = "member",
                       grid: Grid | None = None, closure: str | None = None, chunk_size: int = 20000,
@@ -194,7 +194,7 @@ def _site_table(obs):
     return sites, first["lat"].to_numpy(float), first["lon"].to_numpy(float), depth, soc
 
 
-def nearest_cells(world: World, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+def nearest_cells(world: GridWorld, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     """Index into the world's valid cells of the cell nearest to each (lat, lon) (great-circle-ish)."""
     LA, LO = np.meshgrid(world.cells.lat, world.cells.lon, indexing="ij")
     clat, clon = LA.reshape(-1)[world.cells.cells], LO.reshape(-1)[world.cells.cells]
@@ -222,7 +222,7 @@ def _site_thetas(site_theta, sites, member_dim: str) -> np.ndarray:
     return a
 
 
-def evaluate_component_control(world: World, observations, site_theta, *,
+def evaluate_component_control(world: GridWorld, observations, site_theta, *,
                                experiments: Sequence[str] = EXPERIMENTS, theta_bar: np.ndarray | None = None,
                                npp_rel_sd: np.ndarray | None = None, seed: int = 0, member_dim: str = "member",
                                bins: Mapping[str, tuple[float, float]] = DEPTH_BINS, method: str = "pchip",

@@ -22,8 +22,8 @@ spec §(i): stock < 0 or > 1e6 g C m-2, turnover < 0 or > 1e5 yr, or any bulk di
 
 Example
 -------
->>> from proda_engine.products.gridded import load_world, gridded_products   # doctest: +SKIP
->>> world = load_world("tiny")                                               # doctest: +SKIP
+>>> from proda_engine.products.gridded import load_grid_world, gridded_products   # doctest: +SKIP
+>>> world = load_grid_world("tiny")                                              # doctest: +SKIP
 >>> ds = gridded_products(world, world.truth)                                # doctest: +SKIP
 >>> float(ds["soc_total"].sel(region="globe", depth="whole").mean())         # doctest: +SKIP
 """
@@ -261,11 +261,15 @@ def coarse_fragment_stocks(stocks: Mapping[str, np.ndarray], cf: np.ndarray | No
 
 
 # -------------------------------------------------------------------------------------------------
-# Worlds and parameter sets
+# A world on its grid, and parameter sets
 # -------------------------------------------------------------------------------------------------
 @dataclass
-class World:
-    """A built world ready for products: land cells, covariate fields and the twin truth.
+class GridWorld:
+    """A world's land cells on its (lat, lon) grid, ready for gridded products: the cells' forcing,
+    covariate fields, twin truth, cell areas and the cells <-> grid mapping (:meth:`to_grid`).
+
+    Built from an :class:`~proda_engine.products.world.OpenWorld` by :func:`load_grid_world` (the glossary
+    of the four "world" objects is in ``docs/architecture.md``).
 
     Attributes:
         name: world name (``tiny``, ``europe``, ``default``, ...).
@@ -327,14 +331,16 @@ class World:
         return out.reshape(*lead, *self.shape)
 
 
-def load_world(name: str = "tiny", *, float32: bool = True, catalog: str | PathLike | None = None) -> World:
-    """Open a world (built-in or a catalog's ``worlds:``): land cells, covariates and twin truth."""
+def load_grid_world(name: str = "tiny", *, float32: bool = True,
+                    catalog: str | PathLike | None = None) -> GridWorld:
+    """Open a world (built-in or a catalog's ``worlds:``) on its grid: land cells, covariates and twin truth."""
     from proda_engine.data.world import WorldPaths
     from proda_engine.products.world import open_world
 
     ow = open_world(name, catalog=catalog, dtype=torch.float32 if float32 else torch.float64)
     paths = WorldPaths.in_folder(ow.spec.root) if ow.spec.kind == "builtin" else None
-    return World(name=ow.name, cells=ow.cells, fields=ow.covariates, truth=ow.truth, paths=paths, spec=ow.spec)
+    return GridWorld(name=ow.name, cells=ow.cells, fields=ow.covariates, truth=ow.truth, paths=paths,
+                     spec=ow.spec)
 
 
 class ParameterSet:
@@ -356,7 +362,7 @@ class ParameterSet:
     lazily in a netCDF file never sits in memory at once.
     """
 
-    def __init__(self, source: str | PathLike | np.ndarray | xr.DataArray, world: World, *,
+    def __init__(self, source: str | PathLike | np.ndarray | xr.DataArray, world: GridWorld, *,
                  member_dim: str = "member", label: str | None = None) -> None:
         self.world = world
         self.member_dim = member_dim
@@ -440,7 +446,7 @@ class ParameterSet:
 # -------------------------------------------------------------------------------------------------
 # Regions
 # -------------------------------------------------------------------------------------------------
-def default_regions(world: World) -> dict[str, Region]:
+def default_regions(world: GridWorld) -> dict[str, Region]:
     """Globe, CONUS (if it has cells), the continents, Köppen groups and land-cover groups present."""
     out: dict[str, Region] = {"globe": Region()}
     lat, lon = world.cells.lat, world.cells.lon
@@ -465,7 +471,7 @@ def default_regions(world: World) -> dict[str, Region]:
     return out
 
 
-def cell_masks(world: World, regions: Mapping[str, Region]) -> np.ndarray:
+def cell_masks(world: GridWorld, regions: Mapping[str, Region]) -> np.ndarray:
     """(R, C) boolean membership of the valid cells in each region."""
     return np.stack([region_mask(r, world.cells.lat, world.cells.lon, world.fields).reshape(-1)[world.cells.cells]
                      for r in regions.values()])
@@ -505,7 +511,7 @@ class _Moments:
         return mean, sd
 
 
-def simulate_member(world: World, theta: np.ndarray | None, *, grid: Grid | None = None,
+def simulate_member(world: GridWorld, theta: np.ndarray | None, *, grid: Grid | None = None,
                     closure: str = "conservative", chunk_size: int = 20000,
                     cf: np.ndarray | None = None, input_scale: np.ndarray | None = None,
                     diagnostics: Sequence[str] = tuple(DIAGNOSTICS)) -> dict[str, np.ndarray]:
@@ -567,7 +573,7 @@ def member_summary(res: Mapping[str, np.ndarray], area_m2: np.ndarray, masks: np
             "n_cells": n, "valid_area": area}
 
 
-def gridded_products(world: World, params: ParameterSet | str | np.ndarray | xr.DataArray, *,
+def gridded_products(world: GridWorld, params: ParameterSet | str | np.ndarray | xr.DataArray, *,
                      member_dim: str = "member", regions: Mapping[str, Region] | None = None,
                      keep_members: bool = False, chunk_size: int = 20000, grid: Grid | None = None,
                      closure: str | None = None, coarse_fragments: bool = True,
@@ -575,7 +581,7 @@ def gridded_products(world: World, params: ParameterSet | str | np.ndarray | xr.
     """Forward-run every member on every valid cell; return CF-annotated maps and totals.
 
     Args:
-        world: see :func:`load_world`.
+        world: see :func:`load_grid_world`.
         params: a :class:`ParameterSet` or anything it accepts (preset name, array, DataArray).
         member_dim: name of the member dimension of a DataArray ``params``.
         regions: name -> :class:`Region` for the totals (default :func:`default_regions`).
@@ -755,7 +761,7 @@ def totals_table(ds: xr.Dataset):
     return pd.DataFrame(rows)
 
 
-def regional_totals(stock_map: np.ndarray, world: World,
+def regional_totals(stock_map: np.ndarray, world: GridWorld,
                     regions: Mapping[str, Region] | None = None) -> dict[str, float]:
     """Area-weighted totals (Pg C) of a (lat, lon) stock map in kg C m-2 over each region."""
     regions = dict(regions) if regions is not None else default_regions(world)
@@ -768,7 +774,7 @@ def regional_totals(stock_map: np.ndarray, world: World,
     return out
 
 
-def landcover_koppen_groups(world: World) -> dict[str, dict[str, np.ndarray]]:
+def landcover_koppen_groups(world: GridWorld) -> dict[str, dict[str, np.ndarray]]:
     """(lat, lon) masks of the spec §(n) summary groups.
 
     * ``koppen``: A 1-3, B 4-7, C 8-16, D 17-28, E 29-30 (the spec folds E into D; kept apart here);
@@ -797,7 +803,7 @@ def landcover_koppen_groups(world: World) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def group_summaries(ds: xr.Dataset, world: World, variables: Sequence[str] | None = None):
+def group_summaries(ds: xr.Dataset, world: GridWorld, variables: Sequence[str] | None = None):
     """Per Köppen group and land-cover group: mean and 2.5/50/97.5 percentiles over valid cells
     (unweighted) of the ensemble-mean maps (spec §(n)). Returns a pandas DataFrame."""
     import pandas as pd

@@ -23,9 +23,9 @@ which case the fine totals equal the coarse totals up to the cell-area quadratur
 
 Example
 -------
->>> from proda_engine.products.gridded import load_world                   # doctest: +SKIP
+>>> from proda_engine.products.gridded import load_grid_world              # doctest: +SKIP
 >>> from proda_engine.products.highres import highres_products             # doctest: +SKIP
->>> w = load_world("europe")                                                # doctest: +SKIP
+>>> w = load_grid_world("europe")                                           # doctest: +SKIP
 >>> ds = highres_products(w, w.truth, factor=10)    # lazy (dask) Dataset   # doctest: +SKIP
 >>> write_highres(ds, "europe_0p05.nc")                                     # doctest: +SKIP
 """
@@ -50,8 +50,8 @@ from proda_engine.products.gridded import (
     DIAGNOSTICS,
     INTERVALS,
     CellSolver,
+    GridWorld,
     ParameterSet,
-    World,
     _attrs,
     coarse_fragment_stocks,
     suffix,
@@ -144,7 +144,7 @@ def _tile_products(arrays: dict[str, np.ndarray], rows: np.ndarray, cols: np.nda
     return out.reshape(len(BANDS), fy, fx)
 
 
-def highres_products(world: World, params: ParameterSet | np.ndarray | xr.DataArray | str, *, factor: int = 10,
+def highres_products(world: GridWorld, params: ParameterSet | np.ndarray | xr.DataArray | str, *, factor: int = 10,
                      tile: int = 16, subgrid: SubGrid | None = SubGrid(), member: int = 0,
                      grid: Grid | None = None, closure: str | None = None, coarse_fragments: bool = True,
                      member_dim: str = "member") -> xr.Dataset:
@@ -267,7 +267,7 @@ def highres_totals(ds: xr.Dataset, regions: Mapping[str, np.ndarray] | None = No
     return {k: float(v) for k, v in zip(lazy, vals)}
 
 
-def run_highres(world: World, params, out: str | PathLike, *, factor: int = 10, tile: int = 16,
+def run_highres(world: GridWorld, params, out: str | PathLike, *, factor: int = 10, tile: int = 16,
                 subgrid: SubGrid | None = SubGrid(), n_workers: int = 1, scheduler: str = "threads") -> dict:
     """Build, write and total the high-resolution products; returns timings, totals and sizes."""
     t0 = time.perf_counter()

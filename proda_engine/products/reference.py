@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from proda_engine.products.gridded import INTERVALS, World, default_regions, suffix
+from proda_engine.products.gridded import INTERVALS, GridWorld, default_regions, suffix
 from proda_engine.products.regions import PG, Region, cell_area, region_mask
 
 #: Catalog name of the shipped reference map (Sanderman, Hengl & Fiske 2017).
@@ -253,7 +253,7 @@ def compare_stock_map(stock: np.ndarray, lat: np.ndarray, lon: np.ndarray, refer
                                attrs={"reference": label, "interval": interval})
 
 
-def compare_reference(products: xr.Dataset, reference: xr.Dataset, world: World | None = None, *,
+def compare_reference(products: xr.Dataset, reference: xr.Dataset, world: GridWorld | None = None, *,
                       variables: Mapping[str, str] | None = None, method: str = "auto",
                       scale: float = 1.0, label: str | None = None):
     """Compare the ensemble-mean stock maps with a reference map by depth interval.
@@ -300,7 +300,7 @@ def compare_reference(products: xr.Dataset, reference: xr.Dataset, world: World 
     return pd.DataFrame(rows), maps
 
 
-def compare_reference_regions(products: xr.Dataset, reference: xr.Dataset, world: World, *,
+def compare_reference_regions(products: xr.Dataset, reference: xr.Dataset, world: GridWorld, *,
                               regions: Mapping[str, Region] | None = None,
                               variables: Mapping[str, str] | None = None, method: str = "auto",
                               label: str | None = None):
@@ -328,7 +328,7 @@ def compare_reference_regions(products: xr.Dataset, reference: xr.Dataset, world
     return tab[first + [c for c in tab.columns if c not in first]]
 
 
-def write_reference_comparison(products: xr.Dataset, world: World, out: str | PathLike, *,
+def write_reference_comparison(products: xr.Dataset, world: GridWorld, out: str | PathLike, *,
                                name: str | None = None, catalog=None, plot: bool = False):
     """``proda map --reference``: compare products with a reference map and write, next to ``out``,
     ``<stem>_reference.csv`` (totals per interval), ``<stem>_reference_regions.csv`` (per region) and

@@ -48,8 +48,8 @@ from proda_engine.data.parameter_files import parameter_file_attrs
 from proda_engine.grid import Grid
 from proda_engine.products.gridded import (
     INTERVALS,
+    GridWorld,
     ParameterSet,
-    World,
     coarse_fragment_stocks,
 )
 from proda_engine.products.regions import PG, TOTALS_CONVENTION
@@ -181,7 +181,7 @@ def cell_curves(engine: WhatIfEngine, source: str, *, groups: Sequence[str] = ME
     return CellCurves(tuple(groups), levels, raw, metric, cin)
 
 
-def world_cell_curves(world: World, theta: np.ndarray, *, grid: Grid, closure: str, chunk_size: int = 20000,
+def world_cell_curves(world: GridWorld, theta: np.ndarray, *, grid: Grid, closure: str, chunk_size: int = 20000,
                       groups: Sequence[str] = MECHANISMS,
                       levels: Sequence[float] | np.ndarray = LEVELS) -> CellCurves:
     """:func:`cell_curves` for every cell of a world, ``chunk_size`` cells per engine (bounded memory)."""
@@ -277,7 +277,7 @@ def sensitivity_from_curves(curves: Sequence[CellCurves], *, area: np.ndarray, c
     return SensitivityResult(curves=curves_ds, table=pd.DataFrame(rows))
 
 
-def marginal_sensitivity(world: World, params: ParameterSet | np.ndarray | xr.DataArray, *,
+def marginal_sensitivity(world: GridWorld, params: ParameterSet | np.ndarray | xr.DataArray, *,
                          groups: Sequence[str] = MECHANISMS, levels: Sequence[float] | np.ndarray = LEVELS,
                          member_dim: str = "member", grid: Grid | None = None, closure: str | None = None,
                          chunk_size: int = 20000, coarse_fragments: bool = True,
@@ -286,7 +286,7 @@ def marginal_sensitivity(world: World, params: ParameterSet | np.ndarray | xr.Da
     """The spec §(j) marginal sensitivity for every ensemble member (see the module docstring).
 
     Args:
-        world: a loaded world (:func:`~proda_engine.products.gridded.load_world`).
+        world: a loaded world (:func:`~proda_engine.products.gridded.load_grid_world`).
         params: unit-interval parameter sets (anything :class:`ParameterSet` accepts except the
             default-CLM5 preset, which has no unit-interval form).
         groups: mechanism groups to perturb; levels: relative perturbations (must include 0).

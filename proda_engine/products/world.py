@@ -1,4 +1,7 @@
-"""Loading a built world for fast products: land cells stacked once, cached beside the world.
+"""Opening a world for products (:class:`OpenWorld`): land cells stacked once, cached beside the world.
+
+Which files make a world is :class:`~proda_engine.data.worlds.WorldSpec`; the same cells on the lat/lon grid
+for gridded products are :class:`~proda_engine.products.gridded.GridWorld` (glossary: docs/architecture.md).
 
 Reading and validating the global forcing netCDF takes seconds to tens of seconds; the dashboard
 and the what-if engine only need the valid land cells as tensors. The first load validates through

@@ -10,7 +10,8 @@ import xarray as xr
 
 from proda_engine.inference.batch_da import BATCH_DA_FILE, JointCost, run_batch_da
 from proda_engine.inference.config import AssimilateConfig
-from proda_engine.inference.pipeline import assimilate, load_sites
+from proda_engine.inference.pipeline import assimilate
+from proda_engine.inference.sites import load_sites
 from proda_engine.parameters import N_PARAMS, PARAMETER_NAMES
 from tests.inference.test_pipeline import base_config, twin_world
 

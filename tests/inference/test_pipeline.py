@@ -31,13 +31,8 @@ from proda_engine.data.world import WorldPaths, ensure_world, make_twin_profiles
 from proda_engine.grid import get_grid
 from proda_engine.inference.config import AssimilateConfig
 from proda_engine.inference.mcmc import STATUS_FAILED
-from proda_engine.inference.pipeline import (
-    EXCLUDED_E_NEGATIVE,
-    NO_FORCING,
-    assimilate,
-    batch_path,
-    load_sites,
-)
+from proda_engine.inference.pipeline import EXCLUDED_E_NEGATIVE, assimilate, batch_path
+from proda_engine.inference.sites import NO_FORCING, load_sites
 from proda_engine.parameters import PARAMETER_INDEX, PARAMETER_NAMES
 from proda_engine.physics import Forcing, solve_theta
 

@@ -2,10 +2,10 @@
 
 import pytest
 
-from proda_engine.products.gridded import load_world
+from proda_engine.products.gridded import load_grid_world
 
 
 @pytest.fixture(scope="session")
 def world():
     """The 10 x 10-cell `tiny` world (Alps), built once into the per-session PRODA_CACHE."""
-    return load_world("tiny")
+    return load_grid_world("tiny")

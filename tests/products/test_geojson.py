@@ -53,13 +53,15 @@ def test_mask_and_region():
     want[:3, :3] = True
     want[1, 1] = False  # the hole's centre
     np.testing.assert_array_equal(m, want)
-    # the mask skips other geometries of a collection; the region constructor refuses them at once
+    # the mask and the region constructor skip other geometries of a collection (as before the one
+    # parser); asked to, the constructor refuses them at once (the dashboard's upload does)
     mixed = {"type": "FeatureCollection", "features": [
         {"type": "Feature", "geometry": {"type": "Point", "coordinates": [12.0, 6.0]}},
         {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [SQUARE, HOLE]}}]}
     np.testing.assert_array_equal(polygon_mask(lat, lon, mixed), want)
     with pytest.raises(ValueError, match="Polygon or MultiPolygon"):
-        api.polygon_region(json.dumps(mixed))
+        api.polygon_region(json.dumps(mixed), other_geometries="error")
+    assert api.polygon_region(json.dumps(mixed)).kind == "polygon"
     region = api.polygon_region(json.dumps({"type": "Polygon", "coordinates": [SQUARE]}), "square")
     assert region.kind == "polygon" and region.label == "square"
     with pytest.raises(ValueError, match="other_geometries"):
