@@ -1,9 +1,10 @@
 """Every model-section citation resolves inside the repository (docs/model.md).
 
-The code cites the model description as "spec §(j)", "spec section (m)", "spec section l" or a bare
-"§(k)". Each label must have a heading ``## (j) ...`` in docs/model.md, and every module, function or
-class that docs/model.md names under **Implemented in:** or **Tested in:** must exist. The parameter
-and grid tables in docs/model.md are static Markdown; they are checked against the code's tables.
+The code cites the model description as "spec §(j)", "spec section (m)", "spec section l", "Spec sections
+(i), (j) and (n)", "spec (g)" (in strings) or a bare "§(k)". Each label must have a heading
+``## (j) ...`` in docs/model.md, and every module, function or class that docs/model.md names under
+**Implemented in:** or **Tested in:** must exist. The parameter and grid tables in docs/model.md are
+static Markdown; they are checked against the code's tables.
 
 Names are found by reading the source (ast), following re-exports (``from x import y`` and
 ``from x import *``) to the module that defines them; only a name that the source cannot settle
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -28,10 +30,17 @@ SCANNED_SUFFIXES = (".py", ".md", ".yaml", ".yml")
 #: Top-level Python packages whose names docs/model.md may cite as dotted paths.
 PACKAGES = ("proda_engine", "dashboard", "benchmarks", "scripts")
 
-# "§(j)", "§ (j)", "spec §(j)", "clm5-matrix-spec.md §(b)"; a digit after § is another document's section.
-SECTION_SIGN = re.compile(r"§\s*\(([a-z])\)")
-# "spec section (m)", "spec section l", "Spec sections (i)" (word-bounded, so "spec section about" is not one).
-SPEC_SECTION = re.compile(r"\b[Ss]pec(?:ification)?\s+sections?\s+\(?([a-z])\)?(?![A-Za-z0-9])")
+# A list after the first label: "spec sections (i), (j), (m) and (n)".
+_TAIL = r"((?:\s*,\s*(?:and\s+)?\(\s*[a-z]\s*\)|\s+and\s+\(\s*[a-z]\s*\))*)"
+#: The spellings used for a model-section citation. Group 1 is the first label, group 2 a list tail.
+CITATION_PATTERNS = (
+    # "§(j)", "§ (j)", "spec §(j)", "clm5-matrix-spec.md §(b)"; a digit after § is another document's section.
+    re.compile(r"§\s*\(([a-z])\)"),
+    # "spec section (m)", "Spec sections (i), (j) and (n)", "spec section l" (a lone letter, word-bounded).
+    re.compile(r"\b[Ss]pec(?:ification)?\s+sections?\s+(?:\(([a-z])\)|([a-z])(?![A-Za-z0-9]))" + _TAIL),
+    # "spec (g)" (strings and help texts that avoid the § sign).
+    re.compile(r"\b[Ss]pec\s+\(([a-z])\)" + _TAIL),
+)
 HEADING = re.compile(r"^##\s+\(([a-z])\)\s+\S", re.MULTILINE)
 REF_PARAGRAPH = re.compile(r"^\*\*(?:Implemented in|Tested in):\*\*(.*?)(?:\n\s*\n|\Z)", re.MULTILINE | re.DOTALL)
 BACKTICK = re.compile(r"`([^`\n]+)`")
@@ -42,18 +51,22 @@ BACKTICK = re.compile(r"`([^`\n]+)`")
 # --------------------------------------------------------------------------------------------------
 def cited_labels(text: str) -> list[tuple[str, int]]:
     """(label, line number) of every model-section citation in ``text``, in every spelling used."""
-    hits = sorted((m.start(), m.group(1)) for pattern in (SECTION_SIGN, SPEC_SECTION) for m in pattern.finditer(text))
-    return [(label, text.count("\n", 0, start) + 1) for start, label in hits]
+    hits = []
+    for pattern in CITATION_PATTERNS:
+        for m in pattern.finditer(text):
+            groups = [g for g in m.groups() if g]
+            first, tail = groups[0], "".join(groups[1:])
+            hits += [(m.start(), first)] + [(m.start(), lab) for lab in re.findall(r"\(\s*([a-z])\s*\)", tail)]
+    return [(label, text.count("\n", 0, start) + 1) for start, label in sorted(hits, key=lambda h: h[0])]
 
 
 def repository_files(root: Path = ROOT) -> Iterator[Path]:
-    """Text files of the project (hidden folders such as .git and .venv, and caches, skipped)."""
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") or part in ("__pycache__", "node_modules") for part in rel.parts):
-            continue
-        if path.suffix in SCANNED_SUFFIXES and path.is_file():
-            yield path
+    """Text files of the project; hidden folders (.git, .venv, ...) and caches are not entered."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in ("__pycache__", "node_modules"))
+        for name in sorted(files):
+            if name.endswith(SCANNED_SUFFIXES):
+                yield Path(folder, name)
 
 
 def headed_labels(doc_text: str) -> list[str]:
@@ -320,9 +333,10 @@ def test_scanner_finds_every_spelling():
             "# spec section (m) and §(k) and § (b)\n"
             "# Research-scale runs (spec section l).\n"
             "see clm5-matrix-spec.md §(o); data contract §4 and guide §3.6 are other documents\n"
-            "the spec section about x is not a citation\n")
-    assert [lab for lab, _ in cited_labels(text)] == ["j", "m", "k", "b", "l", "o"]
-    assert [line for _, line in cited_labels(text)] == [1, 2, 2, 2, 3, 4]
+            "the spec section about x, the spec a user writes and the spec's (x) are not citations\n"
+            "Spec sections (i), (j), (m) and (n). help='spec (g) closure'; spec (c) and (e)\n")
+    assert [lab for lab, _ in cited_labels(text)] == ["j", "m", "k", "b", "l", "o", "i", "j", "m", "n", "g", "c", "e"]
+    assert [line for _, line in cited_labels(text)] == [1, 2, 2, 2, 3, 4, 6, 6, 6, 6, 6, 6, 6]
 
 
 def test_a_citation_without_heading_is_reported():
