@@ -26,6 +26,58 @@ _ASSIMILATE_FLAGS: dict = {"exclude": ("catalog", "mcmc"), "rename": {"n_workers
 _SCENARIO_FLAGS: dict = {"overrides": {"source": {"action": "append", "nargs": None}, "map_years": {"nargs": "*"}}}
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser whose config-derived flags are added when the command is parsed or its help
+    shown: the config models import torch / numba / the products, which ``proda --help`` and the
+    other commands should not pay for."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred: list = []
+
+    def defer(self, add_flags) -> None:
+        """Run ``add_flags(self)`` before this parser is first used."""
+        self._deferred.append(add_flags)
+
+    def add_deferred(self) -> None:
+        while self._deferred:
+            self._deferred.pop(0)(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.add_deferred()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self.add_deferred()
+        return super().format_help()
+
+
+def _assimilate_flags(p: argparse.ArgumentParser) -> None:
+    from proda_engine.config import add_config_arguments
+    from proda_engine.inference.config import AssimilateConfig
+
+    add_config_arguments(p.add_argument_group("run settings", "override the --config file's keys"), AssimilateConfig,
+                         **_ASSIMILATE_FLAGS, show_defaults=False)
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    from proda_engine.config import add_config_arguments
+    from proda_engine.learning.config import TrainConfig
+
+    add_config_arguments(p.add_argument_group("training settings", "override --config, or the defaults of --method "
+                                              "(end to end: workflows.E2E_DEFAULTS; measured profiles: "
+                                              "workflows.MEASURED_E2E_DEFAULTS)"),
+                         TrainConfig, **_TRAIN_FLAGS, show_defaults=False)
+
+
+def _scenario_flags(p: argparse.ArgumentParser) -> None:
+    from proda_engine.config import add_config_arguments
+    from proda_engine.scenario_api import ScenarioConfig
+
+    add_config_arguments(p.add_argument_group("scenario settings", "override the --config file's keys"),
+                         ScenarioConfig, **_SCENARIO_FLAGS)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
@@ -447,15 +499,10 @@ def cmd_scenario(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from proda_engine.config import add_config_arguments
-    from proda_engine.inference.config import AssimilateConfig
-    from proda_engine.learning.config import TrainConfig
-    from proda_engine.scenario_api import ScenarioConfig
-
     ap = argparse.ArgumentParser(prog="proda", description="PRODA engine: CLM5 soil-carbon matrix model, "
                                  "data assimilation, neural up-scaling and global products.")
     ap.add_argument("-v", "--verbose", action="store_true")
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
     s = sub.add_parser("simulate", help="steady state for every valid cell of a forcing file")
     s.add_argument("--forcing", nargs="+", required=True, help="CLM5-history-style netCDF file(s)")
     s.add_argument("--params", type=Path, help="netCDF with unit-interval 'theta' (parameter[, lat, lon | site])")
@@ -472,8 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--config", type=Path, required=True, help="YAML run configuration (see configs/)")
     _add_world_args(a)
     a.add_argument("--batch-da", action="store_true", help="fit one parameter set to all profiles (mode: batch)")
-    add_config_arguments(a.add_argument_group("run settings", "override the --config file's keys"), AssimilateConfig,
-                         **_ASSIMILATE_FLAGS, show_defaults=False)
+    a.defer(_assimilate_flags)  # every other key of the config file as a flag overriding it
     a.set_defaults(func=cmd_assimilate)
     w = sub.add_parser("world", help="build (or reuse) the default world and its twin observations, offline")
     w.add_argument("--name", default="default", help="cache name; a region name (tiny, europe, conus, ...) selects it")
@@ -492,10 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", type=Path, help="TrainConfig YAML (unknown keys are rejected)")
     t.add_argument("--targets", type=Path, help="two-step: MCMC posterior netCDF (theta per site, lat, lon)")
     t.add_argument("--max-sites", type=int, default=None)
-    add_config_arguments(t.add_argument_group("training settings", "override --config, or the defaults of --method "
-                                              "(end to end: workflows.E2E_DEFAULTS; measured profiles: "
-                                              "workflows.MEASURED_E2E_DEFAULTS)"),
-                         TrainConfig, **_TRAIN_FLAGS, show_defaults=False)
+    t.defer(_train_flags)  # every TrainConfig key as a flag (--epochs, --seed, --lr, ...)
     t.set_defaults(func=cmd_train)
     v = sub.add_parser("serve", help="open the dashboard (builds the default world and PRODA parameters on first run)")
     _add_world_args(v)
@@ -570,8 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
     sc = sub.add_parser("scenario", help="climate scenario: transient SOC change (monthly implicit steps) per source")
     sc.add_argument("--config", type=Path, help="scenario YAML (configs/scenario_2k.yaml); flags override it")
-    add_config_arguments(sc.add_argument_group("scenario settings", "override the --config file's keys"),
-                         ScenarioConfig, **_SCENARIO_FLAGS)
+    sc.defer(_scenario_flags)  # every ScenarioConfig key as a flag (--world, --warming, --years, ...)
     sc.add_argument("--out", type=Path, required=True, help="output netCDF")
     sc.set_defaults(func=cmd_scenario)
     return ap

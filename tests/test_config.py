@@ -96,6 +96,7 @@ def test_the_run_seed_keys_the_mcmc_streams():
 
 def _flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    sub.add_deferred()  # the config flags are added when the command is used (lazy imports)
     return {a.dest: a.option_strings[0] for a in sub._actions if a.option_strings}
 
 
