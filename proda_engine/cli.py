@@ -18,6 +18,65 @@ _CLOSURE_HELP = ("transport closure (default conservative); a parameter file rec
                  "unless this is given (then it is used, with a warning)")
 
 
+#: How each command's flags mirror its run config (proda_engine.config.add_config_arguments): fields the
+#: command handles itself are excluded, and a few flags keep their historical names.
+_TRAIN_FLAGS: dict = {"exclude": ("method", "extra"), "rename": {"max_epochs": "epochs", "n_members": "members"}}
+_ASSIMILATE_FLAGS: dict = {"exclude": ("catalog", "mcmc"), "rename": {"n_workers": "workers"}}
+_SCENARIO_FLAGS: dict = {"overrides": {"source": {"action": "append", "nargs": None}, "map_years": {"nargs": "*"}}}
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser whose config-derived flags are added when the command is parsed or its help
+    shown: the config models import torch / numba / the products, which ``proda --help`` and the
+    other commands should not pay for."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred: list = []
+
+    def defer(self, add_flags) -> None:
+        """Run ``add_flags(self)`` before this parser is first used."""
+        self._deferred.append(add_flags)
+
+    def add_deferred(self) -> None:
+        while self._deferred:
+            self._deferred.pop(0)(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.add_deferred()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self.add_deferred()
+        return super().format_help()
+
+
+def _assimilate_flags(p: argparse.ArgumentParser) -> None:
+    from proda_engine.config import add_config_arguments
+    from proda_engine.inference.config import AssimilateConfig
+
+    add_config_arguments(p.add_argument_group("run settings", "override the --config file's keys"), AssimilateConfig,
+                         **_ASSIMILATE_FLAGS, show_defaults=False)
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    from proda_engine.config import add_config_arguments
+    from proda_engine.learning.config import TrainConfig
+
+    add_config_arguments(p.add_argument_group("training settings", "override --config, or the defaults of --method "
+                                              "(end to end: workflows.E2E_DEFAULTS; measured profiles: "
+                                              "workflows.MEASURED_E2E_DEFAULTS)"),
+                         TrainConfig, **_TRAIN_FLAGS, show_defaults=False)
+
+
+def _scenario_flags(p: argparse.ArgumentParser) -> None:
+    from proda_engine.config import add_config_arguments
+    from proda_engine.scenario_api import ScenarioConfig
+
+    add_config_arguments(p.add_argument_group("scenario settings", "override the --config file's keys"),
+                         ScenarioConfig, **_SCENARIO_FLAGS)
+
+
 def _provenance(args: argparse.Namespace, inputs: list[Path]) -> dict[str, str]:
     from proda_engine.data.writers import sha256_file, version_attrs
 
@@ -111,6 +170,7 @@ def cmd_world(args: argparse.Namespace) -> int:
 
 def cmd_assimilate(args: argparse.Namespace) -> int:
     """``proda assimilate --config run.yml [--scheduler ADDRESS] [--resume] [--batch-da]``."""
+    from proda_engine.config import config_from_args
     from proda_engine.inference.config import AssimilateConfig
     from proda_engine.inference.pipeline import assimilate
 
@@ -124,24 +184,12 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
             raise SystemExit(f"proda assimilate: world {spec.name!r} has no profiles source")
         overrides.update(profiles_path=[str(p) for p in spec.profiles], profiles_layout=spec.profiles_layout,
                          forcing_path=[str(p) for p in spec.forcing])
-        if args.out is None:
-            overrides["out"] = str(spec.products / "assimilate")
-    if args.scheduler is not None:
-        overrides["scheduler"] = args.scheduler
-    if args.resume:
-        overrides["resume"] = True
+        overrides["out"] = str(spec.products / "assimilate")  # unless --out is given
     if args.batch_da:
         overrides["mode"] = "batch"
-    if args.out is not None:
-        overrides["out"] = str(args.out)
-    if args.max_sites is not None:
-        overrides["max_sites"] = args.max_sites
-    if args.workers is not None:
-        overrides["n_workers"] = args.workers
-    if args.no_progress:
-        overrides["progress"] = False
     if overrides:
         cfg = cfg.replace(**overrides)
+    cfg = config_from_args(AssimilateConfig, args, cfg, exclude=_ASSIMILATE_FLAGS["exclude"])  # flags win
     t0 = time.perf_counter()
     try:
         res = assimilate(cfg)
@@ -163,6 +211,7 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import xarray as xr
 
+    from proda_engine.config import config_from_args
     from proda_engine.data.worlds import resolve_world
     from proda_engine.learning.config import TrainConfig
     from proda_engine.workflows import default_train_config, measured_train_config, train_world
@@ -174,9 +223,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = measured_train_config()  # measured profiles: the cross-validated setup (docs/evaluation.md)
     else:
         cfg = default_train_config(args.method)
-    overrides = {k: v for k, v in (("max_epochs", args.epochs), ("seed", args.seed), ("device", args.device),
-                                   ("block_size", args.block_size), ("n_members", args.members)) if v}
-    cfg = cfg.replace(**overrides)
+    cfg = config_from_args(TrainConfig, args, cfg, exclude=_TRAIN_FLAGS["exclude"])  # flags override the file
     targets = xr.open_dataset(args.targets).load() if args.targets else None
     res = train_world(world, method=args.method, config=cfg, max_sites=args.max_sites, targets=targets,
                       out=args.out, max_distance_km=args.max_distance_km)
@@ -437,26 +484,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_scenario(args: argparse.Namespace) -> int:
     """``proda scenario --world NAME --warming 2 --npp 0.1 --years 100 [--source ...] --out OUT.nc``."""
 
+    from proda_engine.config import config_from_args
     from proda_engine.data.writers import write_product
     from proda_engine.scenario_api import ScenarioConfig, scenario
 
     t0 = time.perf_counter()
     cfg = ScenarioConfig.from_yaml(args.config) if args.config else ScenarioConfig()
-    sources = [s for item in (args.source or []) for s in item.split(",") if s] or None
-    world = _use_world(args) if (args.world or args.catalog) else None
-    flags = {"world": world, "warming": args.warming, "npp": args.npp, "water": args.water,
-             "amplification": args.amplification, "years": args.years, "ramp_years": args.ramp_years,
-             "thaw_per_kelvin": args.thaw_per_kelvin, "source": sources, "coarsen": args.coarsen,
-             "seasonal": args.seasonal or None, "map_years": args.map_years, "region": args.region,
-             "forcing_files": args.forcing_files, "forcing_source": args.forcing_source,
-             "catalog": str(args.catalog) if args.catalog else None, "ensemble": args.ensemble}
-    cfg = cfg.replace(**{k: v for k, v in flags.items() if v is not None})  # flags override the file
+    cfg = config_from_args(ScenarioConfig, args, cfg)  # flags override the file
+    if getattr(args, "world", None) or getattr(args, "catalog", None):  # a catalog world is registered first
+        cfg = cfg.replace(world=_use_world(args))
     ds = scenario(**cfg.to_dict())
     used = [Path(x) for x in ds.attrs.get("forcing_files", "").split(", ") if x]  # files or the catalog's
     ds.attrs.update(_provenance(args, used))
     ds.attrs["cli_arguments"] = ds.attrs["config"]
     ds.attrs["config"] = json.dumps(cfg.to_dict())  # the validated, merged run configuration
     write_product(ds, args.out)
+    saved = cfg.save(Path(args.out).with_suffix(".config.yaml"))  # ScenarioConfig.from_yaml reads it back equal
     print(f"scenario ({ds.attrs['n_cells']} cells, {cfg.years} years) in {time.perf_counter() - t0:.1f} s "
           f"-> {args.out}")
     for src in ds["source"].values:
@@ -464,6 +507,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
         print(f"  {src}: initial {float(d['soc_initial_global']):.1f} Pg C, change after {cfg.years} yr "
               f"{float(d['soc_change_global'][-1]):+.2f} Pg C, steady state under the full change "
               f"{float(d['soc_change_equilibrium_global']):+.1f} Pg C")
+    print(f"config -> {saved}")
     return 0
 
 
@@ -471,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="proda", description="PRODA engine: CLM5 soil-carbon matrix model, "
                                  "data assimilation, neural up-scaling and global products.")
     ap.add_argument("-v", "--verbose", action="store_true")
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
     s = sub.add_parser("simulate", help="steady state for every valid cell of a forcing file")
     s.add_argument("--forcing", nargs="+", required=True, help="CLM5-history-style netCDF file(s)")
     s.add_argument("--params", type=Path, help="netCDF with unit-interval 'theta' (parameter[, lat, lon | site])")
@@ -487,13 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("assimilate", help="site-level MCMC for every profile (or one batch-DA fit)")
     a.add_argument("--config", type=Path, required=True, help="YAML run configuration (see configs/)")
     _add_world_args(a)
-    a.add_argument("--scheduler", help="Dask scheduler address, or 'inline' (default: a local cluster)")
-    a.add_argument("--resume", action="store_true", help="continue an interrupted run in the same out folder")
     a.add_argument("--batch-da", action="store_true", help="fit one parameter set to all profiles (mode: batch)")
-    a.add_argument("--out", type=Path, help="run folder (overrides the config's 'out')")
-    a.add_argument("--max-sites", type=int, help="assimilate only the first N profiles (demos)")
-    a.add_argument("--workers", type=int, help="local-cluster workers (overrides 'n_workers')")
-    a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a.defer(_assimilate_flags)  # every other key of the config file as a flag overriding it
     a.set_defaults(func=cmd_assimilate)
     w = sub.add_parser("world", help="build (or reuse) the default world and its twin observations, offline")
     w.add_argument("--name", default="default", help="cache name; a region name (tiny, europe, conus, ...) selects it")
@@ -512,12 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", type=Path, help="TrainConfig YAML (unknown keys are rejected)")
     t.add_argument("--targets", type=Path, help="two-step: MCMC posterior netCDF (theta per site, lat, lon)")
     t.add_argument("--max-sites", type=int, default=None)
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--device", default=None, help="cpu, cuda or auto")
-    t.add_argument("--block-size", type=float, default=None, help="spatial split block, degrees (default 5)")
-    t.add_argument("--members", type=int, default=None,
-                   help="train an ensemble of N bootstrap members (mean map + theta_<source>_members.nc)")
+    t.defer(_train_flags)  # every TrainConfig key as a flag (--epochs, --seed, --lr, ...)
     t.set_defaults(func=cmd_train)
     v = sub.add_parser("serve", help="open the dashboard (builds the default world and PRODA parameters on first run)")
     _add_world_args(v)
@@ -592,30 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
     sc = sub.add_parser("scenario", help="climate scenario: transient SOC change (monthly implicit steps) per source")
     sc.add_argument("--config", type=Path, help="scenario YAML (configs/scenario_2k.yaml); flags override it")
-    sc.add_argument("--world", default=None, help="world name (default $PRODA_WORLD or 'default')")
-    sc.add_argument("--warming", type=float, default=None, help="soil warming at the end of the ramp, K (default 0)")
-    sc.add_argument("--amplification", type=float, default=None, help="latitude amplification a: dT (1 + a (lat/90)^2)")
-    sc.add_argument("--npp", type=float, default=None, help="relative change of carbon input (0.1 = +10 %%)")
-    sc.add_argument("--water", type=float, default=None, help="relative change of the water scalar")
-    sc.add_argument("--years", type=int, default=None, help="simulated years (default 100)")
-    sc.add_argument("--ramp-years", type=int, default=None, help="linear ramp length (default --years)")
-    sc.add_argument("--thaw-per-kelvin", type=float, default=None, help="permafrost active-layer deepening, m/K")
-    sc.add_argument("--source", action="append", help="parameter source(s), repeat or comma-separate "
-                    "(e.g. proda_e2e,batch_da,default_clm5,homogeneous_mean)")
-    sc.add_argument("--coarsen", type=int, default=None, help="every n-th cell in lat and lon (default 4; 1 = all)")
-    sc.add_argument("--seasonal", action="store_true", help="monthly operators (default: annual-mean operators)")
-    sc.add_argument("--map-years", type=int, nargs="*", default=None, help="years with stored maps (+ the last)")
-    sc.add_argument("--region", default=None, help="a named region of the world (default: the globe)")
-    sc.add_argument("--ensemble", action="store_true", default=None,
-                    help="also run every member of sources with an ensemble product (adds the spread)")
-    sc.add_argument("--forcing-files", nargs="+", default=None,
-                    help="user forcing series in CLM5/CMIP-style netCDF, grouped by calendar year (monthly, yearly "
-                    "or multi-year files; or one 12-month file per year in order); replaces the deltas")
-    sc.add_argument("--forcing-source", default=None,
-                    help="the same from a 'kind: forcing_series' source of the data catalog (see --catalog)")
-    sc.add_argument("--catalog", type=Path, default=None,
-                    help="data catalog YAML for --world and --forcing-source (default $PRODA_CATALOG or "
-                    "data_catalog.yaml)")
+    sc.defer(_scenario_flags)  # every ScenarioConfig key as a flag (--world, --warming, --years, ...)
     sc.add_argument("--out", type=Path, required=True, help="output netCDF")
     sc.set_defaults(func=cmd_scenario)
     return ap

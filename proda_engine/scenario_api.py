@@ -10,22 +10,32 @@ never imports :mod:`proda_engine.api`.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 from collections.abc import Callable, Sequence
 from os import PathLike
+from typing import Annotated, Any, ClassVar, Self
 
 import xarray as xr
+from pydantic import BeforeValidator, Field, model_validator
 
 from proda_engine import session
+from proda_engine.config import Expect, NonNegativeInt, PathStr, PositiveInt, RunConfig
 from proda_engine.products.regions import Region
 from proda_engine.products.scenarios import Scenario, auto_coarsen, world_scenario
 
 __all__ = ["Scenario", "ScenarioConfig", "scenario"]
 
 
-@dataclasses.dataclass(frozen=True)
-class ScenarioConfig:
+def _source_names(value: Any) -> Any:
+    """``"a,b"`` or ``["a,b", "c"]`` (``--source`` repeated or comma-separated) -> ``["a", "b", "c"]``."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, (list, tuple)):
+        return [x for item in value for x in (item.split(",") if isinstance(item, str) else [item]) if x != ""]
+    return value
+
+
+class ScenarioConfig(RunConfig):
     """A scenario run as a validated, saveable configuration (``proda scenario --config run.yaml``).
 
     Fields are the keyword arguments of :func:`scenario`; ``forcing_files`` (CLM5-style netCDF files) or
@@ -33,68 +43,45 @@ class ScenarioConfig:
     project's ``data_catalog.yaml``) replace the warming / npp / water changes by a user forcing series.
     """
 
-    world: str | None = None
-    warming: float = 0.0
-    npp: float = 0.0
-    water: float = 0.0
-    amplification: float = 0.0
-    years: int = 100
-    ramp_years: int | None = None
-    thaw_per_kelvin: float = 0.15
-    source: list[str] | None = None
-    coarsen: int | None = 4
-    max_cells: int | None = None
-    seasonal: bool = False
-    map_years: list[int] = dataclasses.field(default_factory=lambda: [25, 50])
-    equilibrium: bool = True
-    region: str | None = None
-    forcing_files: list[str] | None = None
-    forcing_source: str | None = None
-    catalog: str | None = None
-    ensemble: bool = False
+    label: ClassVar[str] = "scenario config"
+    value_template: ClassVar[str] = "{label}: {key} must be {expected}, found {found!r}"
+    unknown_template: ClassVar[str] = "unknown scenario setting(s) {unknown}; expected some of {valid}"
 
-    def __post_init__(self) -> None:
-        num = {"warming": float, "npp": float, "water": float, "amplification": float, "thaw_per_kelvin": float}
-        for name, typ in num.items():
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise ValueError(f"scenario config: {name} must be a number, found {v!r}")
-            object.__setattr__(self, name, typ(v))
-        for name in ("years", "ramp_years", "coarsen", "max_cells"):
-            v = getattr(self, name)
-            low = 0 if name == "ramp_years" else 1
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
-                raise ValueError(f"scenario config: {name} must be a positive integer, found {v!r}")
-        if self.npp <= -1.0:
-            raise ValueError(f"scenario config: npp must be > -1 (a relative change), found {self.npp}")
-        if isinstance(self.source, str):
-            object.__setattr__(self, "source", [x for x in self.source.split(",") if x])
+    world: str | None = Field(None, description="world name (default $PRODA_WORLD or 'default')")
+    warming: float = Field(0.0, description="soil warming at the end of the ramp, K")
+    npp: Annotated[float, Field(gt=-1.0), Expect("> -1 (a relative change)")] = Field(
+        0.0, description="relative change of carbon input (0.1 = +10 %)")
+    water: float = Field(0.0, description="relative change of the water scalar")
+    amplification: float = Field(0.0, description="latitude amplification a: dT (1 + a (lat/90)^2)")
+    years: PositiveInt = Field(100, description="simulated years")
+    ramp_years: NonNegativeInt | None = Field(None, description="linear ramp length (default: years)")
+    thaw_per_kelvin: float = Field(0.15, description="permafrost active-layer deepening, m/K")
+    source: Annotated[list[str] | None, BeforeValidator(_source_names)] = Field(
+        None, description="parameter source(s), repeat or comma-separate (e.g. proda_e2e,batch_da,default_clm5,"
+        "homogeneous_mean; default: the world's first source)")
+    coarsen: PositiveInt | None = Field(4, description="every n-th cell in lat and lon (1 = all cells)")
+    max_cells: PositiveInt | None = Field(None, description="with coarsen None: the finest lattice with at most "
+                                          "this many cells in the region")
+    seasonal: bool = Field(False, description="monthly operators (default: annual-mean operators)")
+    map_years: Annotated[list[int], Field(strict=False)] = Field(
+        default_factory=lambda: [25, 50], description="years with stored maps (+ the last)")
+    equilibrium: bool = Field(True, description="also the steady state under the full change")
+    region: str | None = Field(None, description="a named region of the world (default: the globe)")
+    forcing_files: list[PathStr] | None = Field(
+        None, description="user forcing series in CLM5/CMIP-style netCDF, grouped by calendar year (monthly, "
+        "yearly or multi-year files; or one 12-month file per year in order); replaces the deltas")
+    forcing_source: str | None = Field(None, description="the same from a 'kind: forcing_series' source of the "
+                                       "data catalog (see catalog)")
+    catalog: PathStr | None = Field(None, description="data catalog YAML for world and forcing_source (default "
+                                    "$PRODA_CATALOG or data_catalog.yaml)")
+    ensemble: bool = Field(False, description="also run every member of sources with an ensemble product (adds "
+                           "the spread)")
+
+    @model_validator(mode="after")
+    def _one_forcing(self) -> Self:
         if self.forcing_files and self.forcing_source:
             raise ValueError("scenario config: give forcing_files or forcing_source, not both")
-
-    @classmethod
-    def from_yaml(cls, path: str | PathLike) -> ScenarioConfig:
-        """Read a YAML mapping; unknown keys are an error naming the file and the key."""
-        import yaml
-
-        with open(path) as fh:
-            raw = yaml.safe_load(fh) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a YAML mapping of scenario settings, found {type(raw).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown scenario setting(s) {unknown}; expected some of {sorted(known)}")
-        try:
-            return cls(**raw)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
-
-    def replace(self, **changes) -> ScenarioConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return self
 
 
 def scenario(world: str | None = None, *, warming: float = 0.0, npp: float = 0.0, water: float = 0.0,

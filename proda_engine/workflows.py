@@ -23,7 +23,7 @@ import pandas as pd
 import xarray as xr
 from scipy.spatial import cKDTree
 
-from proda_engine.data import read_profiles, write_text_atomic
+from proda_engine.data import RunFolder, read_profiles, write_text_atomic
 from proda_engine.data.parameter_files import parameter_file_attrs
 from proda_engine.data.world import WorldPaths, ensure_world, make_twin_profiles
 from proda_engine.data.writers import version_attrs, write_product
@@ -308,8 +308,8 @@ def train_world(world: str = "default", *, method: str = "end-to-end", config: T
     split and encoder): the parameter map is the members' mean theta, and every member's map goes to
     ``theta_<source>_members.nc`` (the dashboard's ensemble spread and +/- sd cards read it).
 
-    Writes ``<world>/products/theta_<source>.nc``, ``model_<source>.pt``, ``train_<source>.json`` and,
-    when ``out`` is given, the parameter map there too.
+    Writes ``<world>/products/theta_<source>.nc``, ``model_<source>.pt``, ``train_<source>.json``, the
+    validated config ``train_<source>/config.yaml`` and, when ``out`` is given, the parameter map there too.
     """
     t0 = time.perf_counter()
     config = config or TrainConfig()
@@ -374,9 +374,12 @@ def train_world(world: str = "default", *, method: str = "end-to-end", config: T
     if out is not None:
         write_product(theta_ds, Path(out))
     model_path = model.save(prod / f"model_{source}.pt")
+    # the validated config of this run (after the world's block-size fit): TrainConfig.from_yaml reads it back
+    config_path = RunFolder.create(f"train_{source}", root=prod, exist_ok=True).write_config(config.to_dict())
     report.update({"method": method, "seconds": time.perf_counter() - t0, "world": ow.spec.provenance(),
                    "world_report": ow.report, "covariates": covariates, "categorical": categorical,
                    "unseen_categories": json.loads(theta.attrs.get("unseen_categories", "{}")),
-                   "evaluation": model.metadata.get("evaluation"), "dropped": model.metadata.get("dropped")})
+                   "evaluation": model.metadata.get("evaluation"), "dropped": model.metadata.get("dropped"),
+                   "config_path": str(config_path)})
     write_text_atomic(json.dumps({**version_attrs(), **report}, indent=2, default=str), prod / f"train_{source}.json")
     return WorldTraining(model, theta_path, model_path, time.perf_counter() - t0, report)

@@ -40,6 +40,18 @@ def test_end_to_end_training_writes_a_dashboard_source(tiny):
     assert r.totals["change_pg"] > 0
 
 
+def test_training_writes_its_validated_config(tiny):
+    """train_<source>/config.yaml next to the products is the config the model was trained with. (Placed
+    before the ensemble test, which leaves the tiny world's products as they were.)"""
+    cfg = TrainConfig(hidden=(8,), max_epochs=1, patience=1, block_size=1.0, batch_size=64, seed=3)
+    res = train_world("tiny", method="end-to-end", config=cfg, max_sites=30)
+    path = res.theta_path.parent / "train_proda_e2e" / "config.yaml"
+    assert res.report["config_path"] == str(path)
+    saved = TrainConfig.from_yaml(path)
+    assert saved == res.model.config
+    assert saved.method == "end-to-end" and saved.hidden == (8,) and saved.seed == 3
+
+
 def test_ensemble_training_writes_members_and_feeds_the_spread(tiny):
     """n_members > 1: a bootstrap ensemble; the map is the members' mean and the members file gives
     the dashboard its ensemble spread and +/- sd of regional totals."""

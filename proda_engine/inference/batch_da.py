@@ -174,7 +174,7 @@ def run_batch_da(config: AssimilateConfig | dict[str, Any]) -> BatchDAResult:
     t0 = time.perf_counter()
     sites = load_sites(cfg)
     folder, fp = start_run(cfg, sites, extra={"mode": "batch"})
-    mcmc_cfg = dataclasses.replace(cfg.mcmc, progress=cfg.progress, keep_samples=cfg.batch_draws > 0)
+    mcmc_cfg = cfg.mcmc.model_copy(update={"progress": cfg.progress, "keep_samples": cfg.batch_draws > 0})
 
     with single_threaded():
         # Screen: sites that fail at theta0 would make every proposal fail.

@@ -90,18 +90,26 @@ Example
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import numba
 import numpy as np
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
+from proda_engine.config import (
+    Expect,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    RunConfig,
+)
 from proda_engine.inference.diagnostics import gelman_rubin, gev_mode, kde_mode
 from proda_engine.parameters import N_PARAMS, PARAMETER_NAMES
 
@@ -122,106 +130,72 @@ STATUS_MEANING = {
 # --------------------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MCMCConfig:
+class MCMCConfig(RunConfig):
     """Validated MCMC settings (spec §(l)). Research defaults; tests use small ``n_test/n_formal``.
 
-    Attributes:
-        n_chains: independent chains per site (3).
-        n_test, n_formal: iterations of the test and the formal run (20,000 / 50,000).
-        step_a: test-run step parameter a; steps are uniform on ±0.5/a per component.
-        a_growth: ``a ← a_growth · a`` after a test run with too few accepts.
-        min_test_accepts: accepts required in a test run (50).
-        scale_s: proposal scale s; ``scale_mode`` "s2_over_d" (Σ = s²/D cov, default, Haario) or
-            "s_over_d" (Σ = s/D cov, the original code).
-        adapt_start: formal iteration after which Σ follows the running covariance; None →
-            ``min(4000, n_formal // 10)``.
-        adapt_every: re-factorise Σ every this many iterations (spec: 1).
-        cov_eps: ε added to the diagonal of Σ (Haario's regulariser), unit-box units².
-        accept_window: acceptable formal-run acceptance rate (0.10, 0.50); the chapter uses 0.15.
-        scale_down, scale_up: s multipliers for too-low / too-high acceptance (0.7, 2).
-        max_restarts: restarts allowed per row (per site under ``legacy``) before it fails.
-        tempering: "none" (exp(-ΔJ), default) or "log" (exp(-ΔJ ln(t+2)), the original).
-        burn_in: fraction discarded (of the iterations for ``posterior="chain"``, of the accepted
-            samples for ``"accepted"``).
-        posterior: "chain" (all post-burn-in states, default) or "accepted" (original).
-        thin, max_stored: store every ``thin``-th sample; None → keep about ``max_stored``.
-        max_redraws: bound on redraws of out-of-box proposals per iteration.
-        chain_choice: "rmse" (lowest RMSE of the mean prediction vs ``obs``; lowest mean cost when
-            there are no predictions; the original) or "pooled" (all completed chains pooled).
-        mode: "gev" (GEV-fit mode, original "MLE"), "kde" or "none".
-        gev_max_samples: samples used per GEV fit.
-        rhat_threshold: R-hat flag threshold (1.1).
-        seed: base seed; streams are keyed by (seed, site_id, chain).
-        legacy: reproduce the original's bookkeeping quirks (see module docstring).
-        progress: show a tqdm progress bar.
-        keep_samples: keep the stored samples in the result (S, C, N, D) float32.
+    Every field's meaning is its ``description``. ``accept_window`` is ``(lo, hi)`` with
+    ``0 <= lo < hi <= 1``; ``scale_down < 1 < scale_up``.
     """
 
-    n_chains: int = 3
-    n_test: int = 20000
-    n_formal: int = 50000
-    step_a: float = 5.0
-    a_growth: float = 1.1
-    min_test_accepts: int = 50
-    scale_s: float = 2.4
-    scale_mode: Literal["s_over_d", "s2_over_d"] = "s2_over_d"
-    adapt_start: int | None = None
-    adapt_every: int = 1
-    cov_eps: float = 1e-10
-    accept_window: tuple[float, float] = (0.10, 0.50)
-    scale_down: float = 0.7
-    scale_up: float = 2.0
-    max_restarts: int = 5
-    tempering: Literal["none", "log"] = "none"
-    burn_in: float = 0.5
-    posterior: Literal["chain", "accepted"] = "chain"
-    thin: int | None = None
-    max_stored: int = 2000
-    max_redraws: int = 1000
-    chain_choice: Literal["rmse", "pooled"] = "rmse"
-    mode: Literal["gev", "kde", "none"] = "gev"
-    gev_max_samples: int = 2000
-    rhat_threshold: float = 1.1
-    seed: int = 0
-    legacy: bool = False
-    progress: bool = True
-    keep_samples: bool = False
+    label: ClassVar[str] = "MCMC config"
+    unknown_template: ClassVar[str] = "unknown MCMC config keys: {unknown}; valid keys: {valid}"
 
-    def __post_init__(self) -> None:
-        if isinstance(self.accept_window, list):
-            object.__setattr__(self, "accept_window", tuple(self.accept_window))
-        _check(self.n_chains >= 1, "n_chains must be >= 1")
-        _check(self.n_test >= 1 and self.n_formal >= 2, "n_test >= 1 and n_formal >= 2 required")
-        _check(self.step_a > 0 and self.a_growth > 0, "step_a and a_growth must be positive")
-        _check(self.min_test_accepts >= 0, "min_test_accepts must be >= 0")
-        _check(self.scale_s > 0, "scale_s must be positive")
-        _check(self.scale_mode in ("s_over_d", "s2_over_d"), f"bad scale_mode {self.scale_mode!r}")
-        _check(self.adapt_start is None or self.adapt_start >= 2, "adapt_start must be >= 2")
-        _check(self.adapt_every >= 1, "adapt_every must be >= 1")
-        _check(self.cov_eps >= 0, "cov_eps must be >= 0")
+    n_chains: PositiveInt = Field(3, description="independent chains per site (3)")
+    n_test: PositiveInt = Field(20000, description="iterations of the test run (20,000)")
+    n_formal: Annotated[int, Field(ge=2), Expect("an integer >= 2")] = Field(
+        50000, description="iterations of the formal run (50,000)")
+    step_a: PositiveFloat = Field(5.0, description="test-run step parameter a; steps are uniform on ±0.5/a per "
+                                  "component")
+    a_growth: PositiveFloat = Field(1.1, description="a <- a_growth · a after a test run with too few accepts")
+    min_test_accepts: NonNegativeInt = Field(50, description="accepts required in a test run (50)")
+    scale_s: PositiveFloat = Field(2.4, description="proposal scale s")
+    scale_mode: Literal["s_over_d", "s2_over_d"] = Field(
+        "s2_over_d", description='"s2_over_d" (Σ = s²/D cov, default, Haario) or "s_over_d" (Σ = s/D cov, the '
+        "original code)")
+    adapt_start: Annotated[int, Field(ge=2), Expect("an integer >= 2")] | None = Field(
+        None, description="formal iteration after which Σ follows the running covariance; None -> "
+        "min(4000, n_formal // 10)")
+    adapt_every: PositiveInt = Field(1, description="re-factorise Σ every this many iterations (spec: 1)")
+    cov_eps: NonNegativeFloat = Field(1e-10, description="ε added to the diagonal of Σ (Haario's regulariser), "
+                                      "unit-box units²")
+    accept_window: Annotated[tuple[float, float], Field(strict=False)] = Field(
+        (0.10, 0.50), description="acceptable formal-run acceptance rate (0.10, 0.50); the chapter uses 0.15")
+    scale_down: PositiveFloat = Field(0.7, description="s multiplier for too-low acceptance (0.7)")
+    scale_up: PositiveFloat = Field(2.0, description="s multiplier for too-high acceptance (2)")
+    max_restarts: NonNegativeInt = Field(5, description="restarts allowed per row (per site under legacy) before "
+                                         "it fails")
+    tempering: Literal["none", "log"] = Field("none", description='"none" (exp(-ΔJ), default) or "log" '
+                                              "(exp(-ΔJ ln(t+2)), the original)")
+    burn_in: Annotated[float, Field(ge=0.0, lt=1.0), Expect("in [0, 1)")] = Field(
+        0.5, description='fraction discarded (of the iterations for posterior="chain", of the accepted samples '
+        'for "accepted")')
+    posterior: Literal["chain", "accepted"] = Field("chain", description='"chain" (all post-burn-in states, '
+                                                    'default) or "accepted" (original)')
+    thin: PositiveInt | None = Field(None, description="store every thin-th sample; None -> keep about max_stored")
+    max_stored: Annotated[int, Field(ge=2), Expect("an integer >= 2")] = Field(
+        2000, description="samples kept per row when thin is None")
+    max_redraws: NonNegativeInt = Field(1000, description="bound on redraws of out-of-box proposals per iteration")
+    chain_choice: Literal["rmse", "pooled"] = Field(
+        "rmse", description='"rmse" (lowest RMSE of the mean prediction vs obs; lowest mean cost when there are '
+        'no predictions; the original) or "pooled" (all completed chains pooled)')
+    mode: Literal["gev", "kde", "none"] = Field("gev", description='"gev" (GEV-fit mode, original "MLE"), "kde" '
+                                                'or "none"')
+    gev_max_samples: PositiveInt = Field(2000, description="samples used per GEV fit")
+    rhat_threshold: PositiveFloat = Field(1.1, description="R-hat flag threshold (1.1)")
+    seed: NonNegativeInt = Field(0, description="base seed; streams are keyed by (seed, site_id, chain)")
+    legacy: bool = Field(False, description="reproduce the original's bookkeeping quirks (see module docstring)")
+    progress: bool = Field(True, description="show a tqdm progress bar")
+    keep_samples: bool = Field(False, description="keep the stored samples in the result (S, C, N, D) float32")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
         lo, hi = self.accept_window
-        _check(0 <= lo < hi <= 1, "accept_window must satisfy 0 <= lo < hi <= 1")
-        _check(0 < self.scale_down < 1 < self.scale_up, "need 0 < scale_down < 1 < scale_up")
-        _check(self.max_restarts >= 0, "max_restarts must be >= 0")
-        _check(self.tempering in ("none", "log"), f"bad tempering {self.tempering!r}")
-        _check(0 <= self.burn_in < 1, "burn_in must be in [0, 1)")
-        _check(self.posterior in ("chain", "accepted"), f"bad posterior {self.posterior!r}")
-        _check(self.thin is None or self.thin >= 1, "thin must be >= 1")
-        _check(self.max_stored >= 2, "max_stored must be >= 2")
-        _check(self.max_redraws >= 0, "max_redraws must be >= 0")
-        _check(self.chain_choice in ("rmse", "pooled"), f"bad chain_choice {self.chain_choice!r}")
-        _check(self.mode in ("gev", "kde", "none"), f"bad mode {self.mode!r}")
-        _check(self.seed >= 0, "seed must be >= 0")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MCMCConfig:
-        """Build from a mapping (e.g. a YAML section); unknown keys are rejected."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown MCMC config keys: {unknown}")
-        return cls(**d)
+        if not 0 <= lo < hi <= 1:
+            raise ValueError(f"MCMC config: key 'accept_window': expected 0 <= lo < hi <= 1, found {[lo, hi]}")
+        if not self.scale_down < 1 < self.scale_up:
+            raise ValueError(f"MCMC config: need 0 < scale_down < 1 < scale_up, found scale_down={self.scale_down}, "
+                             f"scale_up={self.scale_up}")
+        return self
 
     @classmethod
     def original(cls, **overrides: Any) -> MCMCConfig:
@@ -229,12 +203,7 @@ class MCMCConfig:
         the bookkeeping quirks (``legacy=True``)."""
         base: dict[str, Any] = {"tempering": "log", "scale_mode": "s_over_d", "posterior": "accepted",
                                 "legacy": True}
-        return cls(**(base | overrides))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["accept_window"] = list(self.accept_window)
-        return d
+        return cls.from_dict(base | overrides)
 
     @property
     def adapt_start_resolved(self) -> int:
@@ -260,11 +229,6 @@ class MCMCConfig:
         if self.posterior == "chain":
             return (self.n_formal - self.burn_iter) // self.thin_resolved
         return self.n_formal // self.thin_resolved
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -45,7 +45,6 @@ Example
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -127,7 +126,7 @@ def run_batch(task: BatchTask) -> xr.Dataset:
         cost_fn = make_site_cost_fn(forcing, task.obs, grid, cfg.weights, method=cfg.interpolation,
                                     closure=cfg.closure, backend=cfg.backend)
         # The run has its own progress bar; a bar per task would garble it.
-        mcmc_cfg = dataclasses.replace(cfg.mcmc, progress=False)
+        mcmc_cfg = cfg.mcmc.model_copy(update={"progress": False})
         res = run_mcmc(cost_fn, task.obs.n_profiles, mcmc_cfg, site_ids=task.site_index, obs=task.obs.soc)
         pred, j_mean = _predict_at_mean(cost_fn, res.mean, res.status != STATUS_FAILED, task.obs.soc.shape)
     ds = batch_dataset(task, res.to_dataset(), pred, j_mean)

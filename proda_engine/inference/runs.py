@@ -76,7 +76,7 @@ def start_run(config: AssimilateConfig, sites: SiteData, extra: dict[str, Any] |
     fp = config.fingerprint(_input_checksums(prov))
     prov["fingerprint"] = fp
     prov["config"] = config.to_dict()
-    folder.write_config(config)
+    folder.write_config(config.to_dict())  # AssimilateConfig.from_yaml reads it back equal
     folder.write_record(prov)
     return folder, fp
 

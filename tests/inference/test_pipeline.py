@@ -192,6 +192,18 @@ def test_run_folder_and_posterior_layout(site_run):
     assert (post["reason"].values[failed] != "").all()
 
 
+def test_the_saved_config_reproduces_the_run(site_run):
+    """config.yaml in the run folder is the validated config: loading it gives the run's fingerprint."""
+    from proda_engine.inference.runs import _input_checksums
+
+    folder = site_run.folder
+    prov = json.loads((folder / "provenance.json").read_text())
+    saved = AssimilateConfig.from_yaml(folder / "config.yaml")
+    assert saved.to_dict() == prov["config"]
+    assert saved.fingerprint(_input_checksums(prov)) == prov["fingerprint"]
+    assert saved.max_sites == 48 and saved.batch_size == 24 and saved.mcmc.n_formal == SHORT_MCMC["n_formal"]
+
+
 def test_posterior_means_recover_identifiable_truth(site_run, world):
     post = site_run.posterior
     truth = truth_at_sites(world, post)

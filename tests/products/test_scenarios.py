@@ -229,6 +229,26 @@ def test_cli_scenario_from_config_writes_provenance(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))  # written to a temporary name, then renamed
 
 
+def test_cli_scenario_writes_the_validated_config_next_to_the_output(tmp_path):
+    """`proda scenario` saves the merged config (file + flags) as <out>.config.yaml; loading it reproduces
+    the run's settings."""
+    import json
+
+    import xarray as xr
+
+    from proda_engine.cli import main
+    from proda_engine.scenario_api import ScenarioConfig
+
+    out = tmp_path / "scen.nc"
+    assert main(["scenario", "--world", "tiny", "--warming", "1", "--years", "2", "--source", "midpoint",
+                 "--coarsen", "2", "--map-years", "--no-equilibrium", "--out", str(out)]) == 0
+    saved = ScenarioConfig.from_yaml(tmp_path / "scen.config.yaml")
+    with xr.open_dataset(out) as ds:
+        assert saved.to_dict() == json.loads(ds.attrs["config"])
+    assert (saved.world, saved.warming, saved.years, saved.source, saved.coarsen, saved.equilibrium) == \
+        ("tiny", 1.0, 2, ["midpoint"], 2, False)
+
+
 def test_scenario_ensemble_members_and_spread(tmp_path):
     """ensemble=True runs every member of a source with an ensemble product and reports the s.d."""
     import xarray as xr
