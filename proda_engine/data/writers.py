@@ -241,7 +241,7 @@ def _config_to_dict(config: Any) -> Any:
         return {str(k): _config_to_dict(v) for k, v in config.items()}
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return _config_to_dict(dataclasses.asdict(config))
-    for attr in ("model_dump", "to_dict", "dict"):
+    for attr in ("to_dict", "model_dump", "dict"):  # a RunConfig's to_dict is its saved form (no derived keys)
         fn = getattr(config, attr, None)
         if callable(fn):
             return _config_to_dict(fn())
