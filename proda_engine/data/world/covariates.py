@@ -8,7 +8,7 @@ Smooth random fields and standardisations use the whole globe, so any region is 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -280,6 +280,124 @@ def derive_surface(base: xr.Dataset, seed: int = 0, exclude_antarctica: bool = T
     )
 
 
+#: Units of the WorldClim variables BIO1..BIO11 (BIO15 is %, the other precipitation ones mm).
+BIO_UNITS: dict[int, str] = {
+    1: "degC",
+    2: "degC",
+    3: "%",
+    4: "degC*100",
+    5: "degC",
+    6: "degC",
+    7: "degC",
+    8: "degC",
+    9: "degC",
+    10: "degC",
+    11: "degC",
+}
+#: Long names of the WorldClim variables.
+BIO_NAMES: dict[int, str] = {
+    1: "annual mean temperature",
+    2: "mean diurnal range (DTR proxy)",
+    3: "isothermality (BIO2/BIO7 x 100)",
+    4: "temperature seasonality (s.d. x 100)",
+    5: "max temperature of the warmest month",
+    6: "min temperature of the coldest month",
+    7: "temperature annual range",
+    8: "mean temperature of the wettest quarter",
+    9: "mean temperature of the driest quarter",
+    10: "mean temperature of the warmest quarter",
+    11: "mean temperature of the coldest quarter",
+    12: "annual precipitation",
+    13: "precipitation of the wettest month",
+    14: "precipitation of the driest month",
+    15: "precipitation seasonality (CV)",
+    16: "precipitation of the wettest quarter",
+    17: "precipitation of the driest quarter",
+    18: "precipitation of the warmest quarter",
+    19: "precipitation of the coldest quarter",
+}
+
+
+def _soil_covariates(R: Callable[[np.ndarray], np.ndarray], soil: Mapping[str, np.ndarray]) -> dict[str, xr.Variable]:
+    """Texture, organic carbon, bulk density, CEC, pH, coarse fragments and wilting point at 0, 30, 100 cm."""
+    LL = ("lat", "lon")
+    v: dict[str, xr.Variable] = {}
+    top = "HWSD v1.2 topsoil (0-30 cm; fallbacks in soil_source)"
+    for d in SOIL_DEPTHS_CM:
+        tex = top if d == 0 else "from the HWSD topsoil texture, clay enriched with depth"
+        ptf = "HWSD texture and organic carbon"
+        v[f"Bulk_Density_{d}cm"] = nc_var(LL, R(soil[f"bd_{d}"]), "kg m-3", f"fine-earth bulk density at {d} cm "
+                                          f"(Adams 1973 mixture, Saxton & Rawls 2006 mineral density; {ptf})")
+        v[f"CEC_{d}cm"] = nc_var(LL, R(soil[f"cec_{d}"]), "cmol(c) kg-1",
+                                 f"cation exchange capacity at {d} cm (from clay and organic matter; {ptf})")
+        v[f"Clay_Content_{d}cm"] = nc_var(LL, R(soil[f"clay_{d}"]), "%", f"clay mass fraction at {d} cm ({tex})")
+        v[f"Coarse_Fragments_v_{d}cm"] = nc_var(
+            LL, R(soil[f"cfvo_{d}"]), "%", f"coarse fragments, volumetric, at {d} cm (synthetic: relief, aridity, "
+            "bedrock depth, sand)"
+        )
+        v[f"pH_Water_{d}cm"] = nc_var(
+            LL, R(soil[f"ph_{d}"]), "1", f"soil pH in water at {d} cm (derived from the climatic water balance and "
+            "organic carbon; pH units, not x10)"
+        )
+        v[f"Sand_Content_{d}cm"] = nc_var(LL, R(soil[f"sand_{d}"]), "%", f"sand mass fraction at {d} cm ({tex})")
+        v[f"Silt_Content_{d}cm"] = nc_var(LL, R(soil[f"silt_{d}"]), "%", f"silt mass fraction at {d} cm ({tex})")
+        v[f"SWC_v_Wilting_Point_{d}cm"] = nc_var(
+            LL, R(soil[f"wwp_{d}"]), "%", f"volumetric water content at wilting point at {d} cm "
+            f"(Saxton & Rawls 2006; {ptf})"
+        )
+        v[f"Organic_Carbon_{d}cm"] = nc_var(
+            LL, R(10.0 * soil[f"oc_{d}"]), "g kg-1", f"soil organic carbon content at {d} cm "
+            f"({top if d == 0 else 'HWSD topsoil x a Jobbagy & Jackson 2000 depth profile'}); not a network covariate"
+        )
+        v[f"Texture_USDA_{d}cm"] = nc_var(
+            LL,
+            R(soil[f"texture_{d}"]),
+            "1",
+            f"USDA texture class at {d} cm",
+            categorical=1,
+            flag_values=np.arange(1, 13, dtype=np.int16),
+            flag_meanings=" ".join(USDA_TEXTURE),
+        )
+    return v
+
+
+def _soil_class_covariates(R: Callable[[np.ndarray], np.ndarray], s: Surface) -> dict[str, xr.Variable]:
+    """Sub-soil acidity grade, R-horizon probability and the USDA suborder / WRB group proxies."""
+    LL = ("lat", "lon")
+    v: dict[str, xr.Variable] = {}
+    v["Garde_Acid"] = nc_var(
+        LL,
+        R(s.acid_grade),
+        "1",
+        "grade of sub-soil acidity from pH at 30 cm (1: >= 5.5, 2: 4.5-5.5, 3: < 4.5)",
+        categorical=1,
+        flag_values=np.array([1, 2, 3], dtype=np.int16),
+        flag_meanings="not_acid moderately_acid strongly_acid",
+    )
+    v["Occurrence_R_Horizon"] = nc_var(
+        LL, R(s.r_horizon), "%", "probability of an R horizon within 2 m (from depth to bedrock)"
+    )
+    v["USDA_Suborder"] = nc_var(
+        LL,
+        R(s.usda_suborder),
+        "1",
+        "USDA soil suborder (rule-based proxy)",
+        categorical=1,
+        flag_values=np.arange(1, 16, dtype=np.int16),
+        flag_meanings=" ".join(USDA_SUBORDERS),
+    )
+    v["WRB_Subgroup"] = nc_var(
+        LL,
+        R(s.wrb),
+        "1",
+        "WRB reference soil group (rule-based proxy)",
+        categorical=1,
+        flag_values=np.arange(1, 16, dtype=np.int16),
+        flag_meanings=" ".join(WRB_GROUPS),
+    )
+    return v
+
+
 def covariate_dataset(
     s: Surface,
     sl: tuple[slice, slice],
@@ -321,113 +439,14 @@ def covariate_dataset(
             + "; tundra (ET) shrub/grass -> 14",
         ),
     }
-    bio_units = {
-        1: "degC",
-        2: "degC",
-        3: "%",
-        4: "degC*100",
-        5: "degC",
-        6: "degC",
-        7: "degC",
-        8: "degC",
-        9: "degC",
-        10: "degC",
-        11: "degC",
-    }
-    bio_names = {
-        1: "annual mean temperature",
-        2: "mean diurnal range (DTR proxy)",
-        3: "isothermality (BIO2/BIO7 x 100)",
-        4: "temperature seasonality (s.d. x 100)",
-        5: "max temperature of the warmest month",
-        6: "min temperature of the coldest month",
-        7: "temperature annual range",
-        8: "mean temperature of the wettest quarter",
-        9: "mean temperature of the driest quarter",
-        10: "mean temperature of the warmest quarter",
-        11: "mean temperature of the coldest quarter",
-        12: "annual precipitation",
-        13: "precipitation of the wettest month",
-        14: "precipitation of the driest month",
-        15: "precipitation seasonality (CV)",
-        16: "precipitation of the wettest quarter",
-        17: "precipitation of the driest quarter",
-        18: "precipitation of the warmest quarter",
-        19: "precipitation of the coldest quarter",
-    }
     for i in range(1, 20):
-        units = bio_units.get(i, "%" if i == 15 else "mm")
-        v[f"BIO{i}"] = nc_var(LL, R(s.bio[f"BIO{i}"]), units, f"WorldClim BIO{i}: {bio_names[i]}")
+        units = BIO_UNITS.get(i, "%" if i == 15 else "mm")
+        v[f"BIO{i}"] = nc_var(LL, R(s.bio[f"BIO{i}"]), units, f"WorldClim BIO{i}: {BIO_NAMES[i]}")
     v["Abs_Depth_to_Bedrock"] = nc_var(
         LL, R(100.0 * s.depth_to_bedrock_m), "cm", "absolute depth to bedrock (synthetic)"
     )
-    counts = dict(s.soil_source_counts)
-    top = "HWSD v1.2 topsoil (0-30 cm; fallbacks in soil_source)"
-    for d in SOIL_DEPTHS_CM:
-        tex = top if d == 0 else "from the HWSD topsoil texture, clay enriched with depth"
-        ptf = "HWSD texture and organic carbon"
-        v[f"Bulk_Density_{d}cm"] = nc_var(LL, R(s.soil[f"bd_{d}"]), "kg m-3", f"fine-earth bulk density at {d} cm "
-                                        f"(Adams 1973 mixture, Saxton & Rawls 2006 mineral density; {ptf})")
-        v[f"CEC_{d}cm"] = nc_var(LL, R(s.soil[f"cec_{d}"]), "cmol(c) kg-1",
-                               f"cation exchange capacity at {d} cm (from clay and organic matter; {ptf})")
-        v[f"Clay_Content_{d}cm"] = nc_var(LL, R(s.soil[f"clay_{d}"]), "%", f"clay mass fraction at {d} cm ({tex})")
-        v[f"Coarse_Fragments_v_{d}cm"] = nc_var(
-            LL, R(s.soil[f"cfvo_{d}"]), "%", f"coarse fragments, volumetric, at {d} cm (synthetic: relief, aridity, "
-            "bedrock depth, sand)"
-        )
-        v[f"pH_Water_{d}cm"] = nc_var(
-            LL, R(s.soil[f"ph_{d}"]), "1", f"soil pH in water at {d} cm (derived from the climatic water balance and "
-            "organic carbon; pH units, not x10)"
-        )
-        v[f"Sand_Content_{d}cm"] = nc_var(LL, R(s.soil[f"sand_{d}"]), "%", f"sand mass fraction at {d} cm ({tex})")
-        v[f"Silt_Content_{d}cm"] = nc_var(LL, R(s.soil[f"silt_{d}"]), "%", f"silt mass fraction at {d} cm ({tex})")
-        v[f"SWC_v_Wilting_Point_{d}cm"] = nc_var(
-            LL, R(s.soil[f"wwp_{d}"]), "%", f"volumetric water content at wilting point at {d} cm "
-            f"(Saxton & Rawls 2006; {ptf})"
-        )
-        v[f"Organic_Carbon_{d}cm"] = nc_var(
-            LL, R(10.0 * s.soil[f"oc_{d}"]), "g kg-1", f"soil organic carbon content at {d} cm "
-            f"({top if d == 0 else 'HWSD topsoil x a Jobbagy & Jackson 2000 depth profile'}); not a network covariate"
-        )
-        v[f"Texture_USDA_{d}cm"] = nc_var(
-            LL,
-            R(s.soil[f"texture_{d}"]),
-            "1",
-            f"USDA texture class at {d} cm",
-            categorical=1,
-            flag_values=np.arange(1, 13, dtype=np.int16),
-            flag_meanings=" ".join(USDA_TEXTURE),
-        )
-    v["Garde_Acid"] = nc_var(
-        LL,
-        R(s.acid_grade),
-        "1",
-        "grade of sub-soil acidity from pH at 30 cm (1: >= 5.5, 2: 4.5-5.5, 3: < 4.5)",
-        categorical=1,
-        flag_values=np.array([1, 2, 3], dtype=np.int16),
-        flag_meanings="not_acid moderately_acid strongly_acid",
-    )
-    v["Occurrence_R_Horizon"] = nc_var(
-        LL, R(s.r_horizon), "%", "probability of an R horizon within 2 m (from depth to bedrock)"
-    )
-    v["USDA_Suborder"] = nc_var(
-        LL,
-        R(s.usda_suborder),
-        "1",
-        "USDA soil suborder (rule-based proxy)",
-        categorical=1,
-        flag_values=np.arange(1, 16, dtype=np.int16),
-        flag_meanings=" ".join(USDA_SUBORDERS),
-    )
-    v["WRB_Subgroup"] = nc_var(
-        LL,
-        R(s.wrb),
-        "1",
-        "WRB reference soil group (rule-based proxy)",
-        categorical=1,
-        flag_values=np.arange(1, 16, dtype=np.int16),
-        flag_meanings=" ".join(WRB_GROUPS),
-    )
+    v.update(_soil_covariates(R, s.soil))
+    v.update(_soil_class_covariates(R, s))
     v["Elevation"] = nc_var(LL, R(s.elevation), "m", "mean surface elevation (ETOPO5)")
     v["Koppen_Climate_2018"] = nc_var(
         LL,
@@ -463,7 +482,7 @@ def covariate_dataset(
         categorical=1,
         flag_values=np.array(list(SOIL_SOURCES), dtype=np.int16),
         flag_meanings=" ".join(SOIL_SOURCES.values()),
-        comment="land cells of the whole world by source: " + json.dumps(counts),
+        comment="land cells of the whole world by source: " + json.dumps(dict(s.soil_source_counts)),
     )
     ds = xr.Dataset(
         v,

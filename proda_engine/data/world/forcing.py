@@ -20,74 +20,92 @@ from proda_engine.data.world.tables import DAYS_IN_MONTH, GRID_NAME, INPUT_SPLIT
 from proda_engine.grid import get_grid
 
 
+def active_layer(t_air: np.ndarray, p: np.ndarray, mat: np.ndarray, sand0: np.ndarray) -> np.ndarray:
+    """Maximum active-layer thickness ALT, m (C,), by Stefan's relation; 10 m without permafrost.
+
+    ALT = E sqrt(TDD) (clipped to 0..3 m) where MAT < -1 degC, with TDD the thawing degree-days of the
+    snow-damped surface (x0.7 in months below 0 degC with > 10 mm precipitation), degC d, and
+    E = 0.03 (0.85 + 0.3 sand/100) m (degC d)^-0.5 (sand conducts). ``t_air`` degC and ``p`` mm are (12, C).
+    """
+    ts = np.where((t_air < 0) & (p > 10.0), 0.7 * t_air, t_air)
+    tdd = (np.maximum(ts, 0.0) * DAYS_IN_MONTH[:, None]).sum(axis=0)
+    e_coef = 0.03 * (0.85 + 0.3 * sand0 / 100.0)
+    return np.where(mat < -1.0, np.clip(e_coef * np.sqrt(tdd), 0.0, 3.0), 10.0)
+
+
+def water_scalar(wet_rel: np.ndarray, tsoi_c: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """CLM5 ``W_SCALAR`` (12, L, C), 0..1: bucket wetness, buffered with depth, reduced when frozen.
+
+    w_top = 0.05 + 0.95 wet_rel^0.7 blends into the annual mean (+10 % of the remainder) with weight
+    1 - exp(-z / 0.6 m); frozen layers are multiplied by clip(1 + T/5 degC, 0.1, 1).
+    """
+    w_top = 0.05 + 0.95 * np.clip(wet_rel, 0, 1) ** 0.7  # (12, C)
+    a = (1.0 - np.exp(-z / 0.6))[None, :, None]
+    w_deep = np.clip(w_top.mean(axis=0) + 0.1 * (1.0 - w_top.mean(axis=0)), 0, 1)[None, None, :]
+    w = (1.0 - a) * w_top[:, None, :] + a * w_deep
+    frost = np.clip(1.0 + tsoi_c / 5.0, 0.1, 1.0)
+    return np.clip(w * np.where(tsoi_c < 0, frost, 1.0), 0.0, 1.0)
+
+
+def oxygen_scalar(wetness: np.ndarray, wet_rel: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """CLM5 ``O_SCALAR`` (12, L, C), 0.2..1: anoxia grows with depth in wet soils.
+
+    o = 1 - 0.7 wetness (0.6 + 0.4 wet_rel) (1 - exp(-z / 0.25 m)) - 0.05 (1 - exp(-z / 2 m)).
+    """
+    zf = (1.0 - np.exp(-z / 0.25))[None, :, None]
+    o = 1.0 - 0.7 * wetness[None, None, :] * (0.6 + 0.4 * wet_rel[:, None, :]) * zf
+    o = o - 0.05 * (1.0 - np.exp(-z / 2.0))[None, :, None]
+    return np.clip(o, 0.2, 1.0)
+
+
+def n_limitation(mat: np.ndarray, t_air: np.ndarray, fpi_noise: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """CLM5 ``FPI_vr`` (12, L, C), 0.3..1: N limitation, weaker in warm climates, stronger in the
+    growing season and near the root-dense surface.
+
+    FPI = 0.45 + 0.4 sigmoid((MAT - 10) / 6) + 0.08 eta - 0.1 sigmoid((T - 5) / 3) + 0.1 (1 - exp(-z / 1 m)).
+    """
+    fpi_base = 0.45 + 0.4 * sigmoid((mat - 10.0) / 6.0) + 0.08 * fpi_noise
+    grow = sigmoid((t_air - 5.0) / 3.0)
+    fpi = fpi_base[None, None, :] - 0.1 * grow[:, None, :] + 0.1 * (1.0 - np.exp(-z / 1.0))[None, :, None]
+    return np.clip(fpi, 0.3, 1.0)
+
+
+def sand_by_layer(sand_d: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Sand (%) per layer (L, C): the 0 / 30 / 100 cm values ``sand_d`` (3, C) linear in depth, constant below 1 m."""
+    zd = np.array(SOIL_DEPTHS_CM) / 100.0
+    wgt = np.clip(np.interp(z, zd, [0.0, 1.0, 2.0]), 0, 2)
+    lo = np.floor(wgt).astype(int).clip(0, 1)
+    fr = (wgt - lo)[:, None]
+    return (1 - fr) * sand_d[lo] + fr * sand_d[lo + 1]
+
+
 def derive_forcing_cells(s: Surface, idx: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
     """Forcing for the land cells ``idx`` of the surface ``s`` (row, col index arrays): arrays with cells last.
 
     Returns TSOI (K), W_SCALAR, O_SCALAR, FPI_vr (12, L, C), ALTMAX (12, C), nbedrock (C,),
     CELLSAND (L, C) and the four inputs and NPP (C,), g C m-2 yr-1.
     """
-    g = get_grid(GRID_NAME)
-    z = g.z_node
+    z = get_grid(GRID_NAME).z_node
     ii, jj = idx
     t_air = s.t_air[:, ii, jj]
     p = s.p[:, ii, jj]
     wet_rel = s.wet_rel[:, ii, jj]
     mat = s.mat[ii, jj]
-    igbp = s.igbp[ii, jj]
-    wet_mean = wet_rel.mean(axis=0)
-    tsoi_c = soil_temperature(t_air, p, wet_mean, z)
-
-    # active layer (Stefan): ALT = E sqrt(TDD), TDD = thawing degree-days of the (snow-damped) surface,
-    # E = 0.03 m (degC d)^-0.5 x texture factor (sand conducts); 10 m where there is no permafrost.
-    ts = np.where((t_air < 0) & (p > 10.0), 0.7 * t_air, t_air)
-    tdd = (np.maximum(ts, 0.0) * DAYS_IN_MONTH[:, None]).sum(axis=0)
-    sand0 = s.soil["sand_0"][ii, jj]
-    e_coef = 0.03 * (0.85 + 0.3 * sand0 / 100.0)
-    alt = np.where(mat < -1.0, np.clip(e_coef * np.sqrt(tdd), 0.0, 3.0), 10.0)
+    tsoi_c = soil_temperature(t_air, p, wet_rel.mean(axis=0), z)
+    alt = active_layer(t_air, p, mat, s.soil["sand_0"][ii, jj])
     # below the active layer of permafrost the ground stays frozen all year
     frozen_below = (mat < -1.0)[None, None, :] & (z[None, :, None] > alt[None, None, :])
     tsoi_c = np.where(frozen_below, np.minimum(tsoi_c, -0.1), tsoi_c)
-
-    # water scalar: bucket wetness, buffered with depth, reduced when frozen
-    w_top = 0.05 + 0.95 * np.clip(wet_rel, 0, 1) ** 0.7  # (12, C)
-    a = (1.0 - np.exp(-z / 0.6))[None, :, None]
-    w_deep = np.clip(w_top.mean(axis=0) + 0.1 * (1.0 - w_top.mean(axis=0)), 0, 1)[None, None, :]
-    w = (1.0 - a) * w_top[:, None, :] + a * w_deep
-    frost = np.clip(1.0 + tsoi_c / 5.0, 0.1, 1.0)
-    w = np.clip(w * np.where(tsoi_c < 0, frost, 1.0), 0.0, 1.0)
-
-    # oxygen scalar: anoxia grows with depth in wet soils (wetlands, permafrost, humid lowlands)
-    wetness = s.wetness[ii, jj]
-    zf = (1.0 - np.exp(-z / 0.25))[None, :, None]
-    o = 1.0 - 0.7 * wetness[None, None, :] * (0.6 + 0.4 * wet_rel[:, None, :]) * zf
-    o = o - 0.05 * (1.0 - np.exp(-z / 2.0))[None, :, None]
-    o = np.clip(o, 0.2, 1.0)
-
-    # N limitation (FPI): weaker in warm climates, stronger in the growing season and near the
-    # root-dense surface
-    fpi_base = 0.45 + 0.4 * sigmoid((mat - 10.0) / 6.0) + 0.08 * s.fpi_noise[ii, jj]
-    grow = sigmoid((t_air - 5.0) / 3.0)
-    fpi = fpi_base[None, None, :] - 0.1 * grow[:, None, :] + 0.1 * (1.0 - np.exp(-z / 1.0))[None, :, None]
-    fpi = np.clip(fpi, 0.3, 1.0)
-
-    # sand per layer: 0 / 30 / 100 cm values interpolated in depth, constant below 1 m
-    sand_d = np.stack([s.soil[f"sand_{d}"][ii, jj] for d in SOIL_DEPTHS_CM])  # (3, C)
-    zd = np.array(SOIL_DEPTHS_CM) / 100.0
-    wgt = np.clip(np.interp(z, zd, [0.0, 1.0, 2.0]), 0, 2)
-    lo = np.floor(wgt).astype(int).clip(0, 1)
-    fr = (wgt - lo)[:, None]
-    cellsand = (1 - fr) * sand_d[lo] + fr * sand_d[lo + 1]
-
     npp = s.npp[ii, jj]
-    split = INPUT_SPLIT_BY_IGBP[igbp].T  # (4, C)
+    split = INPUT_SPLIT_BY_IGBP[s.igbp[ii, jj]].T  # (4, C)
     return {
         "TSOI": (tsoi_c + 273.15),
-        "W_SCALAR": w,
-        "O_SCALAR": o,
-        "FPI_vr": fpi,
+        "W_SCALAR": water_scalar(wet_rel, tsoi_c, z),
+        "O_SCALAR": oxygen_scalar(s.wetness[ii, jj], wet_rel, z),
+        "FPI_vr": n_limitation(mat, t_air, s.fpi_noise[ii, jj], z),
         "ALTMAX": np.broadcast_to(alt, (12, alt.size)).copy(),
         "nbedrock": s.nbedrock[ii, jj],
-        "CELLSAND": cellsand,
+        "CELLSAND": sand_by_layer(np.stack([s.soil[f"sand_{d}"][ii, jj] for d in SOIL_DEPTHS_CM]), z),
         "input_cwd": npp * split[0],
         "input_litter1": npp * split[1],
         "input_litter2": npp * split[2],

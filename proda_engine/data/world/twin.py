@@ -197,6 +197,106 @@ def _site_property(cov: xr.Dataset, stem: str, cells: np.ndarray, depth_cm: np.n
     return a
 
 
+def _solve_site_cells(world_paths: WorldPaths, cov: xr.Dataset, sites: pd.DataFrame,
+                      solver: Solver) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """Solve the truth of every distinct land cell holding a site.
+
+    Returns the flat cell index of each site on the region grid, the index of each site's cell among
+    the solved cells, their SOC (L, C) in g C m-3 and the solver's status (None if it returns none).
+    """
+    truth = xr.open_dataset(world_paths.truth).load()
+    fds = read_forcing(world_paths.forcing)
+    nlon = cov.sizes["lon"]
+    lat = cov["lat"].values
+    lon = cov["lon"].values
+    # cell index on the (region) grid of each site
+    ci = np.searchsorted(lat, sites["cell_lat"].to_numpy() - 1e-6)
+    cj = np.searchsorted(lon, sites["cell_lon"].to_numpy() - 1e-6)
+    cells = ci * nlon + cj
+    ucells, inv = np.unique(cells, return_inverse=True)
+    ui, uj = ucells // nlon, ucells % nlon
+    site_dim = xr.DataArray(np.arange(ucells.size), dims="site")
+    sub = fds.isel(lat=xr.DataArray(ui, dims="site"), lon=xr.DataArray(uj, dims="site")).assign_coords(site=site_dim)
+    theta = truth["theta"].values[:, ui, uj].T  # (C, 21)
+    out = solver(theta, sub)
+    soc_cells, status = out if isinstance(out, tuple) else (out, None)
+    return cells, inv, np.asarray(soc_cells), status
+
+
+def observed_properties(rng: np.random.Generator, cov: xr.Dataset, hcell: np.ndarray, mid_cm: np.ndarray,
+                        soc_obs: np.ndarray, *, missing_orgc: float, missing_bd: float) -> dict[str, np.ndarray]:
+    """Measured properties of each horizon (cell ``hcell``, mid-depth ``mid_cm`` cm) for the WoSIS tables.
+
+    Bulk density (kg dm-3, x exp(0.05 eps), 0.3..2.2) and coarse fragments (vol %, x exp(0.2 eps), 0..90)
+    scatter around the cell's covariates; ``orgc`` (g kg-1) = SOC / (BD x 1000 x (1 - cfvo/100)) from
+    the noisy SOC density ``soc_obs`` (g C m-3); pH +- 0.2, CEC x exp(0.15 eps); texture as the cell's;
+    a fraction ``missing_orgc`` / ``missing_bd`` of orgc / BD values is blanked (NaN).
+    """
+    bd = np.clip(
+        _site_property(cov, "Bulk_Density", hcell, mid_cm) / 1000.0 * np.exp(0.05 * rng.standard_normal(mid_cm.size)),
+        0.3,
+        2.2,
+    )
+    cf = np.clip(
+        _site_property(cov, "Coarse_Fragments_v", hcell, mid_cm) * np.exp(0.2 * rng.standard_normal(mid_cm.size)),
+        0.0,
+        90.0,
+    )
+    orgc = soc_obs / (bd * 1000.0 * (1.0 - cf / 100.0))
+    props = {
+        "orgc": orgc,
+        "bdfiod": bd,
+        "cfvo": cf,
+        "phaq": _site_property(cov, "pH_Water", hcell, mid_cm) + 0.2 * rng.standard_normal(mid_cm.size),
+        "cecph7": _site_property(cov, "CEC", hcell, mid_cm) * np.exp(0.15 * rng.standard_normal(mid_cm.size)),
+        "clay": _site_property(cov, "Clay_Content", hcell, mid_cm),
+        "sand": _site_property(cov, "Sand_Content", hcell, mid_cm),
+        "silt": _site_property(cov, "Silt_Content", hcell, mid_cm),
+    }
+    props["silt"] = 100.0 - props["clay"] - props["sand"]
+    props["orgc"] = np.where(rng.random(orgc.size) < missing_orgc, np.nan, props["orgc"])
+    props["bdfiod"] = np.where(rng.random(orgc.size) < missing_bd, np.nan, props["bdfiod"])
+    return props
+
+
+def add_litter_layers(rng: np.random.Generator, profile_ids: np.ndarray, hz: pd.DataFrame,
+                      props: dict[str, np.ndarray], litter_fraction: float
+                      ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Litter layers ("Oi", 2-8 cm, negative depths, flagged) on top of ``litter_fraction`` of the
+    profiles, as in real snapshots (the readers drop them); rows sorted by profile and depth."""
+    lit_sites = profile_ids[rng.random(profile_ids.size) < litter_fraction]
+    if not lit_sites.size:
+        return hz, props
+    thick = rng.choice([2.0, 3.0, 5.0, 8.0], size=lit_sites.size)
+    lit = pd.DataFrame(
+        {
+            "profile_id": lit_sites,
+            "profile_layer_id": hz["profile_layer_id"].max() + 1 + np.arange(lit_sites.size),
+            "layer_index": 0,
+            "upper_depth": -thick,
+            "lower_depth": 0.0,
+            "layer_name": "Oi",
+            "litter": True,
+            "soc_true": np.nan,
+            "soc_obs": np.nan,
+        }
+    )
+    lit_props = {
+        "orgc": rng.uniform(250, 450, lit_sites.size),
+        "bdfiod": np.full(lit_sites.size, np.nan),
+        "cfvo": np.full(lit_sites.size, np.nan),
+        "phaq": rng.uniform(4.0, 6.0, lit_sites.size),
+        "cecph7": np.full(lit_sites.size, np.nan),
+        "clay": np.full(lit_sites.size, np.nan),
+        "sand": np.full(lit_sites.size, np.nan),
+        "silt": np.full(lit_sites.size, np.nan),
+    }
+    hz = pd.concat([hz, lit], ignore_index=True)
+    props = {k: np.concatenate([props[k], lit_props[k]]) for k in props}
+    order = np.lexsort((hz["upper_depth"].to_numpy(), hz["profile_id"].to_numpy()))
+    return hz.iloc[order].reset_index(drop=True), {k: v[order] for k, v in props.items()}
+
+
 def make_twin_profiles(
     world_paths: WorldPaths,
     solver: Solver,
@@ -238,23 +338,7 @@ def make_twin_profiles(
         sites = sites.iloc[:n_sites].copy()
         horizons = horizons[horizons["profile_id"].isin(sites["profile_id"])].copy()
     cov = xr.open_dataset(world_paths.covariates).load()
-    truth = xr.open_dataset(world_paths.truth).load()
-    fds = read_forcing(world_paths.forcing)
-    nlon = cov.sizes["lon"]
-    lat = cov["lat"].values
-    lon = cov["lon"].values
-    # cell index on the (region) grid of each site
-    ci = np.searchsorted(lat, sites["cell_lat"].to_numpy() - 1e-6)
-    cj = np.searchsorted(lon, sites["cell_lon"].to_numpy() - 1e-6)
-    cells = ci * nlon + cj
-    ucells, inv = np.unique(cells, return_inverse=True)
-    ui, uj = ucells // nlon, ucells % nlon
-    site_dim = xr.DataArray(np.arange(ucells.size), dims="site")
-    sub = fds.isel(lat=xr.DataArray(ui, dims="site"), lon=xr.DataArray(uj, dims="site")).assign_coords(site=site_dim)
-    theta = truth["theta"].values[:, ui, uj].T  # (C, 21)
-    out = solver(theta, sub)
-    soc_cells, status = out if isinstance(out, tuple) else (out, None)
-    soc_cells = np.asarray(soc_cells)
+    cells, inv, soc_cells, status = _solve_site_cells(world_paths, cov, sites, solver)
 
     # horizons -> mid-depth SOC, noise, orgc
     prof_of_row = horizons["profile_id"].to_numpy()
@@ -264,66 +348,10 @@ def make_twin_profiles(
     mid_m = 0.5 * (up + lo) / 100.0
     soc_true = interpolate_soc(soc_cells, mid_m, column=inv[site_row])
     soc_obs = lognormal_noise(soc_true, noise_sd, rng)
-    hcell = cells[site_row]
-    mid_cm = 0.5 * (up + lo)
-    bd = np.clip(
-        _site_property(cov, "Bulk_Density", hcell, mid_cm) / 1000.0 * np.exp(0.05 * rng.standard_normal(mid_cm.size)),
-        0.3,
-        2.2,
-    )
-    cf = np.clip(
-        _site_property(cov, "Coarse_Fragments_v", hcell, mid_cm) * np.exp(0.2 * rng.standard_normal(mid_cm.size)),
-        0.0,
-        90.0,
-    )
-    orgc = soc_obs / (bd * 1000.0 * (1.0 - cf / 100.0))
-    props = {
-        "orgc": orgc,
-        "bdfiod": bd,
-        "cfvo": cf,
-        "phaq": _site_property(cov, "pH_Water", hcell, mid_cm) + 0.2 * rng.standard_normal(mid_cm.size),
-        "cecph7": _site_property(cov, "CEC", hcell, mid_cm) * np.exp(0.15 * rng.standard_normal(mid_cm.size)),
-        "clay": _site_property(cov, "Clay_Content", hcell, mid_cm),
-        "sand": _site_property(cov, "Sand_Content", hcell, mid_cm),
-        "silt": _site_property(cov, "Silt_Content", hcell, mid_cm),
-    }
-    props["silt"] = 100.0 - props["clay"] - props["sand"]
-    props["orgc"] = np.where(rng.random(orgc.size) < missing_orgc, np.nan, props["orgc"])
-    props["bdfiod"] = np.where(rng.random(orgc.size) < missing_bd, np.nan, props["bdfiod"])
+    props = observed_properties(rng, cov, cells[site_row], 0.5 * (up + lo), soc_obs,
+                                missing_orgc=missing_orgc, missing_bd=missing_bd)
     hz = horizons.assign(litter=False, soc_true=soc_true, soc_obs=soc_obs)
-
-    # litter layers on top of some profiles (negative depths, flagged; dropped by the readers)
-    lit_sites = sites["profile_id"].to_numpy()[rng.random(len(sites)) < litter_fraction]
-    if lit_sites.size:
-        thick = rng.choice([2.0, 3.0, 5.0, 8.0], size=lit_sites.size)
-        lit = pd.DataFrame(
-            {
-                "profile_id": lit_sites,
-                "profile_layer_id": hz["profile_layer_id"].max() + 1 + np.arange(lit_sites.size),
-                "layer_index": 0,
-                "upper_depth": -thick,
-                "lower_depth": 0.0,
-                "layer_name": "Oi",
-                "litter": True,
-                "soc_true": np.nan,
-                "soc_obs": np.nan,
-            }
-        )
-        lit_props = {
-            "orgc": rng.uniform(250, 450, lit_sites.size),
-            "bdfiod": np.full(lit_sites.size, np.nan),
-            "cfvo": np.full(lit_sites.size, np.nan),
-            "phaq": rng.uniform(4.0, 6.0, lit_sites.size),
-            "cecph7": np.full(lit_sites.size, np.nan),
-            "clay": np.full(lit_sites.size, np.nan),
-            "sand": np.full(lit_sites.size, np.nan),
-            "silt": np.full(lit_sites.size, np.nan),
-        }
-        hz = pd.concat([hz, lit], ignore_index=True)
-        props = {k2: np.concatenate([props[k2], lit_props[k2]]) for k2 in props}
-        order2 = np.lexsort((hz["upper_depth"].to_numpy(), hz["profile_id"].to_numpy()))
-        hz = hz.iloc[order2].reset_index(drop=True)
-        props = {k2: v[order2] for k2, v in props.items()}
+    hz, props = add_litter_layers(rng, sites["profile_id"].to_numpy(), hz, props, litter_fraction)
     dest = Path(out_dir) if out_dir is not None else world_paths.wosis_dir
     files = write_wosis2019(dest, sites, hz, props)
     return {
