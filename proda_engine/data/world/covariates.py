@@ -135,7 +135,7 @@ class Surface:
 
 
 def depth_to_bedrock(z_relief: np.ndarray, arid: np.ndarray, z_p: np.ndarray, igbp: np.ndarray,
-                     noise: Any) -> np.ndarray:
+                     noise: Callable[[str, float], np.ndarray]) -> np.ndarray:
     """Depth to bedrock, m: log-normal around ~10 m, clipped to 0.3..60 m.
 
     ln d = ln 10 - 0.55 z_relief - 0.35 clip(arid, -1, 3) + 0.25 clip(z_p, -2, 2) - 0.25 [barren]
