@@ -207,3 +207,13 @@ def test_cycle_check_finds_function_local_and_relative_cycles(tmp_path):
     cycles = _cycles(graph)
     assert cycles == [["pkg.a", "pkg.c", "pkg.sub.b"]]
     assert "pkg.sub.b -> pkg.c (line 2)" in _describe(graph, cycles)
+
+
+def test_no_module_above_950_non_blank_lines():
+    # issue 18: a module that outgrows this is split along its seams (data/world became a package)
+    skip = {".venv", "node_modules", ".git"}
+    for path in ROOT.rglob("*.py"):
+        if skip & set(path.relative_to(ROOT).parts):
+            continue
+        n = sum(1 for line in path.read_text().splitlines() if line.strip())
+        assert n <= 950, f"{path.relative_to(ROOT)} has {n} non-blank lines"

@@ -262,6 +262,68 @@ def test_bad_options():
         W.world_options(resolution=0.7)
 
 
+def test_surface_is_a_typed_frozen_record_of_the_globe():
+    import dataclasses
+
+    s = W.derive_surface(W.load_base(), seed=0)
+    assert isinstance(s, W.Surface) and s.shape == (360, 720) and s.res == 0.5
+    assert s.t_air.shape == s.p.shape == s.wet_rel.shape == s.dtr.shape == (12, 360, 720)
+    assert s.mask.dtype == bool and s.mask.sum() == W.GLOBE_LAND_CELLS and np.array_equal(s.ref, s.mask)
+    assert sorted(s.bio) == sorted(f"BIO{i}" for i in range(1, 20))
+    assert {f"{v}_{d}" for v in ("sand", "clay", "oc", "bd", "ph") for d in W.SOIL_DEPTHS_CM} <= set(s.soil)
+    assert sum(s.soil_source_counts.values()) == W.GLOBE_LAND_CELLS
+    # the smooth random fields are methods of the record: same name, same field; names are independent
+    np.testing.assert_array_equal(s.noise("fpi", 4.0), s.fpi_noise)
+    assert not np.allclose(s.noise("theta_q10", 3.0), s.noise("theta_beta", 3.0))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.seed = 1  # type: ignore[misc]
+
+
+def test_world_files_are_written_whole_with_the_project_file_mode(tiny):
+    import os
+
+    um = os.umask(0)
+    os.umask(um)
+    names = {p.name for p in tiny.root.iterdir() if p.is_file()}
+    assert names == {"forcing.nc", "covariates.nc", "truth_parameters.nc", "sites.csv", "horizons.csv",
+                     "manifest.json"}  # no temporary files left behind
+    for name in names:
+        assert (tiny.root / name).stat().st_mode & 0o777 == 0o666 & ~um, name
+
+
+def test_cache_key_is_unchanged_for_users_caches():
+    # Regression values computed with the single-module world.py (before the package split,
+    # 2026-12-06): a changed key would silently rebuild every user's cached world.
+    from proda_engine.data.world.build import cache_key
+
+    assert W.BUILDER_VERSION == "world-1.2.0"
+    assert cache_key("0" * 64, W.world_options()) == "ca0d2562dd84d6415fd8d708ea9b11a5b89956373ecbd59860565234fd9f3299"
+    assert cache_key("0" * 64, W.world_options("tiny")) == (
+        "c00f352f0ed92a3ab9fcc181527bfba69e542f0151e11d625f31285d1fcdf466")
+    assert cache_key("0" * 64, W.world_options((0.0, 20.0, 40.0, 55.0), 1.0, 3, True, 80)) == (
+        "162245e47154487233afceb511776ffe6acae903cac5894664c92cc6411b75b6")
+
+
+def test_world_package_modules_import_one_way_and_say_what_they_hold():
+    import ast
+    from pathlib import Path
+
+    folder = Path(W.__file__).parent
+    deps: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        assert ast.get_docstring(tree), f"{path.name} has no module docstring"
+        mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        deps[path.stem] = {m.rsplit(".", 1)[1] for m in mods if m.startswith("proda_engine.data.world.")}
+    assert {"tables", "base", "climate", "soils", "covariates", "sites", "twin", "build", "cache"} <= set(deps)
+    # no cycles: repeatedly remove modules whose package imports are all removed already
+    done: set[str] = set()
+    while len(done) < len(deps):
+        ready = {m for m, d in deps.items() if m not in done and d - {m} <= done}
+        assert ready, f"import cycle among {sorted(set(deps) - done)}"
+        done |= ready
+
+
 # --------------------------------------------------------------------------------------------
 # caching
 
