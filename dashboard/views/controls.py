@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from typing import ClassVar
 
 import panel as pn
 import param
@@ -30,6 +29,7 @@ from dashboard.store import (
     observed_sites,
     png_bytes,
 )
+from dashboard.tweaks import StepSlider
 from proda_engine import api
 
 
@@ -78,17 +78,6 @@ def realised_html(mech: str, result) -> str:
     else:
         text, style = f"{sym} unchanged", "color:#6e7781"
     return f'<div class="proda-realised" style="font-size:0.8em;{style}">{escape(text)}</div>'
-
-
-class StepSlider(pn.widgets.IntSlider):
-    """An integer slider whose changes the server handles at once.
-
-    Panel waits ``_debounce`` (50 ms) after a browser change before processing it, to batch rapid
-    events; a throttled slider sends one change per key press or release, so the wait was pure
-    latency on every what-if step (measured in the browser: the URL update came ~75 ms after the key).
-    """
-
-    _debounce: ClassVar[int] = 0
 
 
 class Controls:
