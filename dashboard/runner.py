@@ -268,7 +268,7 @@ class Runner:
 
 #: Lanes of the served dashboard: slider solves (main engine), ensemble members (their own engine, so
 #: they run beside the slider solves on the second core), and the slow first sensitivity.
-LANES = (Lane("engine", 1, kernel_threads=1), Lane("members", 1, kernel_threads=1), Lane("slow", 1, kernel_threads=1))
+LANES = (Lane("engine", 1, kernel_threads=1), Lane("members", 1, kernel_threads=1), Lane("slow", 1))
 
 #: The process's one runner (all sessions of the server share it).
 RUNNER = Runner(LANES)

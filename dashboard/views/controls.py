@@ -119,8 +119,8 @@ class Controls:
         self.reset = pn.widgets.Button(label="Reset perturbations", icon="refresh",
                                        sizing_mode="stretch_width")
         self.reset.on_click(lambda event: state.reset_perturbations())
-        self.busy = pn.indicators.LoadingSpinner(value=False, size=20, width=24, height=24)
-        store.param.watch(lambda e: setattr(self.busy, "value", e.new), "busy")
+        # a reference, not a watcher: the spinner follows the store's busy flag (Panel resolves param refs)
+        self.busy = pn.indicators.LoadingSpinner(value=store.param.busy, size=20, width=24, height=24)
 
         self.download_nc = pn.widgets.FileDownload(callback=self._netcdf, filename="proda_whatif.nc",
                                                    label="Map (netCDF)", color="primary",

@@ -156,3 +156,28 @@ def test_lanes_run_side_by_side():
     gate.release.set()
     with pytest.raises(ValueError, match="unknown lane"):
         r.submit("s1", "what-if", gate, 1, lane="nope")
+
+
+def test_store_shares_outcomes_and_close_stops_its_members(world):
+    """Two sessions asking the same thing share one outcome; a closed session's members stop at once."""
+    from dashboard.runner import RUNNER
+    from dashboard.state import DashboardState
+    from dashboard.store import ResultStore
+
+    RUNNER.clear_cache()
+    state1, state2 = DashboardState(world=world), DashboardState(world=world)
+    s1 = ResultStore(state1, world=world)
+    s2 = ResultStore(state2, world=world)
+    assert s2.result is s1.result  # the second session's first page came from the shared cache
+    state1.A = 7
+    state2.A = 7
+    assert s2.result is s1.result and s1.result.perturbation["A"] == pytest.approx(0.07)
+    state1.source = state2.source = "twin_truth"  # the test world's ensemble source
+    key = s1._uncertainty_key()
+    assert key is not None and s1._compute_uncertainty(key, s1._requested) is not None
+    state1.A = 8
+    s1.close()
+    assert s1.closed and RUNNER.is_closed(s1.session_id)
+    assert s1._compute_uncertainty(s1._uncertainty_key(), s1._requested) is None  # stopped before any member
+    assert RUNNER.submit(s1.session_id, "what-if", lambda: 1).cancelled()
+    assert not RUNNER.is_closed(s2.session_id)
