@@ -29,6 +29,7 @@ import concurrent.futures
 import heapq
 import itertools
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -52,12 +53,15 @@ class Lane:
     ``kernel_threads`` is numba's thread count in each worker (per calling thread): 1 when two lanes
     solve at once on two cores, so the OpenMP teams never oversubscribe the machine (their barriers
     spin; oversubscribed they were measured 10-20x slower, see :mod:`proda_engine.physics.threads`).
-    ``None`` keeps numba's default.
+    ``None`` keeps numba's default. ``nice`` (Linux: per thread) lowers the lane's CPU share when the
+    cores are contended, so background work (ensemble members, the first sensitivity) yields to the slider
+    solves and to the event loop that sends the pages their updates.
     """
 
     name: str
     threads: int = 1
     kernel_threads: int | None = None
+    nice: int = 0
 
 
 @dataclass(eq=False)
@@ -234,6 +238,12 @@ class Runner:
                 return job
 
     def _worker(self, lane: Lane) -> None:
+        if lane.nice:
+            try:  # a thread is its own task on Linux: this lowers this worker only
+                tid = threading.get_native_id()
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + lane.nice))
+            except (AttributeError, OSError) as exc:  # not Linux, or not allowed: run at normal priority
+                log.info("runner lane %s: could not lower priority: %s", lane.name, exc)
         if lane.kernel_threads is not None:
             import numba
 
@@ -267,8 +277,10 @@ class Runner:
 
 
 #: Lanes of the served dashboard: slider solves (main engine), ensemble members (their own engine, so
-#: they run beside the slider solves on the second core), and the slow first sensitivity.
-LANES = (Lane("engine", 1, kernel_threads=1), Lane("members", 1, kernel_threads=1), Lane("slow", 1))
+#: they run beside the slider solves on the second core, at a lower priority), and the slow first
+#: sensitivity (lowest priority).
+LANES = (Lane("engine", 1, kernel_threads=1), Lane("members", 1, kernel_threads=1, nice=10),
+         Lane("slow", 1, nice=15))
 
 #: The process's one runner (all sessions of the server share it).
 RUNNER = Runner(LANES)

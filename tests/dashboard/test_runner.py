@@ -181,3 +181,14 @@ def test_store_shares_outcomes_and_close_stops_its_members(world):
     assert s1._compute_uncertainty(s1._uncertainty_key(), s1._requested) is None  # stopped before any member
     assert RUNNER.submit(s1.session_id, "what-if", lambda: 1).cancelled()
     assert not RUNNER.is_closed(s2.session_id)
+
+
+def test_background_lanes_run_at_lower_priority():
+    import os
+
+    r = Runner((Lane("engine", 1), Lane("members", 1, nice=10)))
+    tid = r.submit("s", "uncertainty", threading.get_native_id, lane="members").result(TIMEOUT)
+    main = r.submit("s", "what-if", threading.get_native_id, lane="engine").result(TIMEOUT)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, tid) == min(19, base + 10)
+    assert os.getpriority(os.PRIO_PROCESS, main) == base
