@@ -20,13 +20,14 @@ import urllib.parse
 
 import panel as pn
 import param
-from panel.io.state import set_curdoc
 from panel.theme import THEMES
 
 from dashboard import store as store_mod
+from dashboard.runner import RUNNER
 from dashboard.safe import escape, ignored_notice, url_query
 from dashboard.state import BOX_PREFIX, URL_PARAMS, DashboardState, box_label
 from dashboard.store import ResultStore
+from dashboard.tweaks import DashboardTemplate, drop_location_sync
 from dashboard.views.controls import Controls
 from dashboard.views.map import MapView
 from dashboard.views.profile import ProfileView
@@ -76,7 +77,9 @@ def warm(world: str | None = None) -> None:
     region = store_mod.resolve_region(state.region, world)
     # the default sensitivity solves 61 steady states per member the first time (minutes on the globe,
     # then cached on disk): in its own thread, so the server starts and the bars follow when ready
-    store_mod.SENSITIVITY_EXECUTOR.submit(_warm_sensitivity, world, region, state.depth, state.source)
+    key = store_mod.sensitivity_job_key(world, region, state.depth, state.source)
+    RUNNER.submit("warm", "sensitivity", store_mod.sensitivity, world, region, state.depth, state.source,
+                  key=key, lane="slow").add_done_callback(_log_warm_sensitivity)
     # compile (or load from numba's cache) the transient kernels, so a first scenario run does not wait
     api.scenario(world, warming=1.0, years=1, source=state.source, coarsen=None, max_cells=200,
                  map_years=(), equilibrium=False)
@@ -96,56 +99,13 @@ def warm(world: str | None = None) -> None:
     gc.freeze()
 
 
-def _warm_sensitivity(world, region, depth, source) -> None:
-    try:
-        store_mod.sensitivity(world, region, depth, source)
-    except ValueError as exc:  # a preset source: the bars say why
+def _log_warm_sensitivity(fut) -> None:
+    """Log how the warm-up's sensitivity ended (sessions waiting on the same job get its outcome too)."""
+    exc = None if fut.cancelled() else fut.exception()
+    if isinstance(exc, ValueError):  # a preset source: the bars say why
         log.info("no default sensitivity: %s", exc)
-    except Exception as exc:  # the sessions retry and show the error
+    elif exc is not None:  # the sessions retry and show the error
         log.warning("default sensitivity failed: %s", exc, exc_info=exc)
-
-
-class DashboardTemplate(pn.template.FastListTemplate):
-    """FastListTemplate that attaches its ~30 roots to a session document in one go.
-
-    Bokeh re-walks the document's whole model graph (~420 models) after every ``add_root`` unless the
-    document's model set is frozen; the template adds each sidebar and main item as its own root, so a
-    new session paid ~30 full walks (about half of the server's page build, profiled). Inside one
-    ``freeze()`` the walk happens once, when the last root is in.
-    """
-
-    #: Panes whose model is re-rendered on every slider step (the cards); see :meth:`_settle`.
-    live_panes = param.List(default=[], doc="Panes updated on every step, settled when the page is built.")
-
-    @staticmethod
-    def _get_theme_from_query_args() -> str | None:
-        """``?theme=`` only when it names a theme: Panel's template looks any value up in ``THEMES``,
-        and an unknown one (``?theme=<script>``) failed the whole page with a ``KeyError``."""
-        theme = pn.template.FastListTemplate._get_theme_from_query_args()
-        return theme if theme in THEMES else None
-
-    def _init_doc(self, doc=None, comm=None, title=None, notebook=False, location=True):
-        target = doc if doc is not None else pn.state.curdoc
-        if target is None:
-            return super()._init_doc(doc, comm, title, notebook, location)
-        with target.models.freeze():
-            out = super()._init_doc(target, comm, title, notebook, location)
-        # models know their document only once the frozen set is recomputed; the settle needs it
-        with target.models.freeze(), set_curdoc(target):
-            self._settle()
-        return out
-
-    def _settle(self) -> None:
-        """Re-apply each live pane's properties once while the page is still being built.
-
-        Panel's first update of an HTML pane after the template rendered it adds the theme's
-        stylesheet (an ``ImportedStyleSheet`` model): a new model reference, so Bokeh re-walked all
-        ~420 models of the document once per card on the first slider step after a page load
-        (~80-130 ms each, ~0.6 s for the step; profiled) and the browser re-applied the styles. Done
-        here, before the page is sent and inside one frozen model set, it costs one walk (~80 ms).
-        """
-        for pane in self.live_panes:
-            pane.param.trigger("object")
 
 
 class DashboardApp(param.Parameterized):
@@ -165,6 +125,9 @@ class DashboardApp(param.Parameterized):
         if self.state.region.startswith(BOX_PREFIX):  # a box from a shared URL: offer it in the list
             self.state.add_region_choice(self.state.region, box_label(self.state.region))
         self.store = ResultStore(self.state, world=world, background=served)
+        if served:  # a closed tab frees its queued engine work (Bokeh destroys the session after it is unused)
+            store = self.store
+            pn.state.curdoc.on_session_destroyed(lambda session_context: store.close())
         self.controls = Controls(self.state, self.store)
         self.map = MapView(self.store)
         self.totals = TotalsView(self.store)
@@ -204,9 +167,7 @@ class DashboardApp(param.Parameterized):
         if loc is not None:
             # when the page connects, the browser reports its own (raw) search; Panel's watcher would parse
             # it for ``location.sync`` (unused here) and raise on values like "²": this session does not need it
-            for watcher in loc.param.watchers.get("search", {}).get("value", []):
-                if getattr(watcher.fn, "__name__", "") == "_update_synced":
-                    loc.param.unwatch(watcher)
+            drop_location_sync(loc)
         self.state.param.watch(self._write_url, list(URL_PARAMS))
         pn.state.onload(self._write_url)  # after that report: the URL shows the state's values again
         return ignored_notice(ignored) if ignored else ""

@@ -9,19 +9,20 @@ No widgets live here. Two layers:
   instead of raising (a failing request must never kill the session).
 
 A new solve of the globe takes ~0.1-0.5 s in the engine (longer for a new source), so when served the
-store computes in a worker thread (:data:`ENGINE_EXECUTOR`) and keeps the server's event loop free for
-other sessions; requests that arrive while a solve runs are coalesced into one (only the newest
-selection is solved).
+store hands every engine call to the process's runner (:data:`dashboard.runner.RUNNER`: latest-only per
+session, results shared across sessions, slider solves and ensemble members on two cores) and keeps the
+server's event loop free for other sessions; requests that arrive while a solve runs are coalesced into
+one (only the newest selection is solved).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import csv
 import functools
 import io
+import itertools
 import json
 import logging
 import re
@@ -32,6 +33,7 @@ import numpy as np
 import param
 import xarray as xr
 
+from dashboard.runner import RUNNER, Superseded
 from dashboard.safe import plain
 from dashboard.state import (
     BOX_PREFIX,
@@ -57,8 +59,9 @@ MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 #: Deepest JSON nesting accepted in an upload (a MultiPolygon in a FeatureCollection is 7 levels).
 MAX_JSON_DEPTH = 32
 
-#: One solve at a time per process: the engine's caches are plain dicts and two concurrent solves
-#: on two cores only slow each other down.
+#: One call at a time into the main engine (the what-if solves, profiles, comparisons, parameter maps):
+#: its caches and work arrays serve one request at a time. The ensemble members are a separate engine
+#: with its own lock (:class:`~proda_engine.products.layers.MemberEnsemble`) and run beside it.
 ENGINE_LOCK = threading.Lock()
 
 #: Sites used for the misfit layer and its colour limits (all of the default world's ~2,000 fit easily).
@@ -73,26 +76,8 @@ UNCERTAINTY_DELAY = 1.0
 CHANGE_SCALE = 0.5
 
 
-#: The one thread in which served sessions run engine work (solves, comparisons, sensitivities). The
-#: compiled kernels run on an OpenMP team that belongs to the calling thread: spread over the default
-#: executor's threads, each call could start on a cold team while other teams still held the cores, and
-#: a solve took ~1.5-2.5x its in-process time in the server (a K step 290-360 ms against 115-140 ms).
-#: One thread keeps one warm team (the solves were serialised by ENGINE_LOCK anyway).
-ENGINE_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="proda-engine")
-
-#: The spec's sensitivity solves 61 steady states per ensemble member the first time a source is shown
-#: (minutes on the globe; cached on disk afterwards): in a thread of its own, so it never holds up a slider.
-SENSITIVITY_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="proda-sensitivity")
-
-
-async def _in_engine_thread(fn, *args):
-    """Run ``fn(*args)`` in :data:`ENGINE_EXECUTOR` without blocking the event loop."""
-    return await asyncio.get_running_loop().run_in_executor(ENGINE_EXECUTOR, fn, *args)
-
-
-async def _in_sensitivity_thread(fn, *args):
-    """Run ``fn(*args)`` in :data:`SENSITIVITY_EXECUTOR` without blocking the event loop or the sliders."""
-    return await asyncio.get_running_loop().run_in_executor(SENSITIVITY_EXECUTOR, fn, *args)
+#: Session ids for the runner's slots (one per ResultStore).
+_SESSION_IDS = itertools.count(1)
 
 
 def _held():
@@ -263,6 +248,11 @@ def sensitivity(world: str | None, region: api.Region, depth: str, source: str |
     separate engine (cached on disk); later regions and depths only aggregate. Not under
     :data:`ENGINE_LOCK`: it never touches the sliders' engine caches."""
     return api.sensitivity(region=region, depth=depth, source=source, world=world)
+
+
+def sensitivity_job_key(world: str | None, region: api.Region, depth: str, source: str | None) -> tuple:
+    """The runner's key of a :func:`sensitivity` job (the warm-up's job is joined by the first sessions)."""
+    return ("sensitivity", world, (region, depth, source))
 
 
 @functools.lru_cache(maxsize=16)
@@ -588,6 +578,9 @@ class ResultStore(param.Parameterized):
         self._cmp_key: tuple | None = None  # (region, source, perturbation) of the current comparison
         self._unc_running = False
         self._unc_key: tuple | None = None  # the request the current uncertainty belongs to
+        #: this session's id in the runner's slots; ``close()`` frees its queued work
+        self.session_id = next(_SESSION_IDS)
+        self.closed = False
         # precedence 1: after the controls (precedence 0), which may first swap an unavailable variable
         state.param.watch(self._on_selection, ["region", "depth", "source", "variable", *MECHANISMS], precedence=1)
         self.param.watch(lambda e: self.refresh_comparison() if e.new else None, "want_comparison")
@@ -724,9 +717,15 @@ class ResultStore(param.Parameterized):
         else:
             self._refresh_inline()
 
+    def _outcome_key(self, req: Request) -> tuple:
+        """The shared-cache key of a phase-1 outcome: everything it depends on (the request is by value,
+        an uploaded polygon included, so sessions share only identical requests)."""
+        return ("what-if", self.world, req)
+
     def _refresh_inline(self) -> None:
         try:
-            self._apply(self._compute(self._request()))
+            req = self._request()
+            self._apply(RUNNER.call(self._compute, req, key=self._outcome_key(req)))
         except Exception as exc:  # any failure becomes a message
             self.fail(exc, "what-if")
             return
@@ -744,7 +743,13 @@ class ResultStore(param.Parameterized):
             while True:
                 generation = self._requested
                 try:
-                    out = await _in_engine_thread(self._compute, self._request())
+                    req = self._request()
+                    out = await RUNNER.run(self.session_id, "what-if", self._compute, req,
+                                           key=self._outcome_key(req), lane="engine")
+                except Superseded:
+                    continue
+                except asyncio.CancelledError:  # the session closed: nothing to show any more
+                    return
                 except Exception as exc:
                     if generation == self._requested:
                         self.fail(exc, "what-if")
@@ -773,12 +778,15 @@ class ResultStore(param.Parameterized):
         return self._uncertainty_key_of(self._request())
 
     def _compute_uncertainty(self, key: tuple, generation: int | None = None):
+        """The members under ``key`` (``api.ensemble_what_if``); None if abandoned between two members.
+
+        Not under :data:`ENGINE_LOCK`: the members are their own engine, so they solve on the second core
+        beside the next slider step (the main engine is asked only for the cached request key)."""
         region, depth, source, pert, tap = key
-        stop = None if generation is None else (lambda: generation != self._requested)
+        stop = None if generation is None else (lambda: self.closed or generation != self._requested)
         lon, lat = tap if tap is not None else (None, None)
-        with ENGINE_LOCK:
-            return api.ensemble_what_if(dict(pert), region=region, depth=depth, source=source, world=self.world,
-                                        lat=lat, lon=lon, should_stop=stop)
+        return api.ensemble_what_if(dict(pert), region=region, depth=depth, source=source, world=self.world,
+                                    lat=lat, lon=lon, should_stop=stop)
 
     def refresh_uncertainty(self) -> None:
         """Solve the ensemble members under the current request (after the map and cards are shown)."""
@@ -813,10 +821,17 @@ class ResultStore(param.Parameterized):
                 if key is None or key == self._unc_key:
                     break
                 try:
-                    unc = await _in_engine_thread(self._compute_uncertainty, key, generation)
+                    unc = await RUNNER.run(self.session_id, "uncertainty", self._compute_uncertainty, key, generation,
+                                           key=("uncertainty", self.world, key), lane="members")
+                except Superseded:
+                    continue
+                except asyncio.CancelledError:
+                    return
                 except Exception as exc:
                     self.fail(exc, "ensemble")
                     break
+                if unc is None and not self.closed and generation == self._requested:
+                    continue  # joined another session's job that session abandoned: ask again
                 if unc is not None and key == self._uncertainty_key():
                     self._unc_key = key
                     with _held():
@@ -864,7 +879,13 @@ class ResultStore(param.Parameterized):
                 key = self._comparison_key()
                 if key is None or key == self._cmp_key:
                     break
-                cmp = await _in_engine_thread(self._compute_comparison, key)
+                try:
+                    cmp = await RUNNER.run(self.session_id, "comparison", self._compute_comparison, key,
+                                           key=("comparison", self.world, key), lane="engine")
+                except Superseded:
+                    continue
+                except asyncio.CancelledError:
+                    return
                 if key == self._comparison_key():
                     self._cmp_key = key
                     self.comparison = cmp
@@ -908,7 +929,12 @@ class ResultStore(param.Parameterized):
                 self.param.update(sensitivity=None, sensitivity_key=None, sensitivity_note="")
                 note = ""
                 try:
-                    sens = await _in_sensitivity_thread(sensitivity, self.world, *key)
+                    sens = await RUNNER.run(self.session_id, "sensitivity", sensitivity, self.world, *key,
+                                            key=sensitivity_job_key(self.world, *key), lane="slow")
+                except Superseded:
+                    continue
+                except asyncio.CancelledError:
+                    return
                 except ValueError as exc:  # a preset without unit-interval parameters: a note, not an error
                     sens, note = {}, str(exc)
                 except Exception as exc:
@@ -918,6 +944,12 @@ class ResultStore(param.Parameterized):
                     self.param.update(sensitivity=sens, sensitivity_key=key, sensitivity_note=note)
         finally:
             self._sens_running = False
+
+    def close(self) -> None:
+        """The session has gone: drop its queued engine work and stop its ensemble members between two
+        solves (a running solve finishes; its result stays in the shared cache for other sessions)."""
+        self.closed = True
+        RUNNER.close_session(self.session_id)
 
     # -- uploads ---------------------------------------------------------------------------
     def add_polygon(self, data: bytes | None, filename: str | None) -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from typing import ClassVar
 
 import panel as pn
 import param
@@ -30,6 +29,7 @@ from dashboard.store import (
     observed_sites,
     png_bytes,
 )
+from dashboard.tweaks import StepSlider
 from proda_engine import api
 
 
@@ -80,17 +80,6 @@ def realised_html(mech: str, result) -> str:
     return f'<div class="proda-realised" style="font-size:0.8em;{style}">{escape(text)}</div>'
 
 
-class StepSlider(pn.widgets.IntSlider):
-    """An integer slider whose changes the server handles at once.
-
-    Panel waits ``_debounce`` (50 ms) after a browser change before processing it, to batch rapid
-    events; a throttled slider sends one change per key press or release, so the wait was pure
-    latency on every what-if step (measured in the browser: the URL update came ~75 ms after the key).
-    """
-
-    _debounce: ClassVar[int] = 0
-
-
 class Controls:
     """Widgets bound to the state (``from_param``) plus upload and download handling."""
 
@@ -130,8 +119,8 @@ class Controls:
         self.reset = pn.widgets.Button(label="Reset perturbations", icon="refresh",
                                        sizing_mode="stretch_width")
         self.reset.on_click(lambda event: state.reset_perturbations())
-        self.busy = pn.indicators.LoadingSpinner(value=False, size=20, width=24, height=24)
-        store.param.watch(lambda e: setattr(self.busy, "value", e.new), "busy")
+        # a reference, not a watcher: the spinner follows the store's busy flag (Panel resolves param refs)
+        self.busy = pn.indicators.LoadingSpinner(value=store.param.busy, size=20, width=24, height=24)
 
         self.download_nc = pn.widgets.FileDownload(callback=self._netcdf, filename="proda_whatif.nc",
                                                    label="Map (netCDF)", color="primary",

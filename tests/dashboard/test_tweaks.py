@@ -1,0 +1,61 @@
+"""One test per private Panel/Bokeh attribute the dashboard's tweaks (dashboard/tweaks.py) rely on:
+each fails when an upgrade removes or reshapes it, instead of the page silently getting slower."""
+
+from __future__ import annotations
+
+import inspect
+
+import panel as pn
+import param
+from bokeh.document import Document
+from panel.io.location import Location
+from panel.reactive import Syncable
+
+from dashboard.tweaks import DashboardTemplate, StepSlider, drop_location_sync
+
+
+def test_step_slider_relies_on_reactive_debounce():
+    assert isinstance(Syncable.__dict__.get("_debounce"), int), "panel.reactive.Syncable._debounce is gone"
+    # still the delay of the timeout callback that processes a browser change
+    assert "add_timeout_callback(cb, self._debounce)" in inspect.getsource(Syncable._server_change)
+    assert pn.widgets.IntSlider._debounce > 0 and StepSlider._debounce == 0
+
+
+def test_template_relies_on_init_doc_and_theme_lookup():
+    base = pn.template.FastListTemplate
+    sig = inspect.signature(base._init_doc)
+    assert list(sig.parameters)[:6] == ["self", "doc", "comm", "title", "notebook", "location"]
+    assert callable(base._get_theme_from_query_args)
+    assert DashboardTemplate._get_theme_from_query_args() is None  # no session: no theme
+
+
+def test_template_relies_on_bokeh_frozen_model_set():
+    doc = Document()
+    with doc.models.freeze():  # bokeh.document.models.DocumentModelManager.freeze
+        pass
+    tmpl = DashboardTemplate(title="t", main=[pn.pane.HTML("x")], live_panes=[])
+    tmpl.server_doc(doc)  # _init_doc inside freeze(): every root attached, the model set recomputed
+    assert len(doc.roots) > 1 and all(root.document is doc for root in doc.roots)
+
+
+def test_live_panes_are_settled_when_the_page_is_built():
+    card = pn.pane.HTML("card")
+    seen = []
+    card.param.watch(lambda e: seen.append(e.new), "object")
+    DashboardTemplate(title="t", main=[card], live_panes=[card]).server_doc(Document())
+    assert seen == ["card"]
+
+
+def test_location_sync_watcher_is_found_and_removed():
+    assert callable(getattr(Location, "_update_synced", None)), "panel Location._update_synced is gone"
+    loc = Location()
+    names = [w.fn.__name__ for w in loc.param.watchers.get("search", {}).get("value", [])]
+    assert "_update_synced" in names
+    assert drop_location_sync(loc) == 1
+    assert drop_location_sync(loc) == 0
+
+    class Target(param.Parameterized):
+        x = param.Integer(0)
+
+    loc.search = "?x=%C2%B2"  # Panel's watcher would parse this for location.sync and raise
+    assert Target().x == 0
