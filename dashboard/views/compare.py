@@ -20,7 +20,7 @@ from dashboard.safe import escape
 from dashboard.state import VARIABLES, variable_label
 from dashboard.store import MapLayer, ResultStore, make_layer
 from dashboard.views import output_backend
-from dashboard.views.geomap import LAND, LINE, OCEAN, projected_image
+from dashboard.views.geomap import LAND, projected_image
 from proda_engine import api
 
 MODES = {"off": "off", "side by side (linked zoom)": "side", "difference A − B": "diff"}
@@ -66,12 +66,14 @@ class CompareView(pn.viewable.Viewer):
             self.source_b = store.state.source
         self._generation = 0
         self._running = False
-        self.plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=300, linked_axes=True,
+        self.plot = pn.pane.HoloViews(None, linked_axes=True,
                                       css_classes=["proda-compare-plot"], visible=False)
         self.summary = pn.pane.Markdown("", css_classes=["proda-compare-totals"])
         self.param.watch(self._on_change, ["mode", "source_b", "follow", "pert_b"])
         store.param.watch(self._on_change, ["version"])
         self.param.watch(self._draw, ["result_b"])
+        if self.mode != "off":  # a mode from a shared link: solve B now
+            self._on_change()
 
     def pin(self) -> None:
         """Pin the current what-if (sliders and source) as B."""
@@ -147,23 +149,20 @@ class CompareView(pn.viewable.Viewer):
         b = make_layer(b_da, var, clim, "B: " + describe(self.source_b, b_pert))
         return a, b
 
-    def _map(self, layer: MapLayer) -> hv.Overlay:
+    def _map(self, layer: MapLayer, width: int = 620) -> hv.Overlay:
+        """One projected map (fixed frame, basemap image on top; see :mod:`dashboard.views.geomap`)."""
         pmap = geo.pixel_map(self.projection, layer.lon, layer.lat)
-        bm = geo.basemap(self.projection)
         x0, y0, x1, y1 = pmap.bounds
+        height = int(width * (y1 - y0) / max(x1 - x0, 1e-9))
         img = projected_image(layer, pmap).opts(
-            cmap=layer.cmap, clim=layer.clim, colorbar=True, colorbar_position="bottom",
-            clipping_colors={"NaN": "transparent"}, tools=["hover"], title=layer.title,
+            cmap=layer.cmap, clim=layer.clim, colorbar=True, clipping_colors={"NaN": "transparent"},
+            tools=["hover"], title=layer.title,
             hover_tooltips=[(f"{layer.label} ({layer.units})", "@image{0.000}"),
                             ("lon, lat", "@{lon}{0.00}°E, @{lat}{0.00}°N")])
-        under = (hv.Polygons(bm["ocean"]).opts(color=OCEAN, line_alpha=0)
-                 * hv.Polygons(bm["land"]).opts(color=LAND, line_alpha=0))
-        coast = hv.Path(bm["coast"]).opts(color=LINE, line_width=0.6)
-        grat = hv.Path(geo.graticule(self.projection)).opts(color="#8c8c8c", line_width=0.4, alpha=0.6)
-        aspect = float(np.clip((x1 - x0) / max(y1 - y0, 1e-9), 0.8, 2.6))
-        return (under * img * coast * grat).opts(xaxis=None, yaxis=None, responsive=True, aspect=aspect,
-                                                 min_height=220, xlim=(x0, x1), ylim=(y0, y1),
-                                                 backend_opts={"plot.output_backend": output_backend()})
+        base = hv.RGB(geo.basemap_image(self.projection, (x0, x1, y0, y1), width, height), bounds=(x0, y0, x1, y1),
+                      vdims=["R", "G", "B", "A"])
+        return (img * base).opts(xaxis=None, yaxis=None, frame_width=width, frame_height=height, bgcolor=LAND,
+                                 xlim=(x0, x1), ylim=(y0, y1), backend_opts={"plot.output_backend": output_backend()})
 
     def _draw(self, *events) -> None:
         if self.mode == "off" or self.result_b is None or self.store.result is None:
@@ -177,8 +176,8 @@ class CompareView(pn.viewable.Viewer):
                        f"{escape(variable_label(a.variable))}, {s.depth}, region {escape(s.region)}")
         self.summary.object = self.totals
         if self.mode == "side":
-            fig = (self._map(a) + self._map(b)).opts(shared_axes=True)
+            fig = (self._map(a, 270) + self._map(b, 270)).opts(shared_axes=True)
         else:
-            fig = self._map(difference_layer(a, b))
+            fig = self._map(difference_layer(a, b), 520)
         self.plot.object = fig
         self.plot.visible = True

@@ -23,7 +23,7 @@ from dashboard.views.geomap import GeoMapView
 DEMO_CSS = """
 .proda-demo-caption { font-size: 1.9em; font-weight: 600; color: #1f2328; }
 .proda-demo-text { font-size: 1.15em; color: #444c56; }
-.proda-demo-number { font-size: 3.2em; font-weight: 700; color: #2f6f4f; line-height: 1.1; white-space: nowrap; }
+.proda-demo-number { font-size: 2.6em; font-weight: 700; color: #2f6f4f; line-height: 1.1; }
 .proda-demo-number.down { color: #cf222e; }
 .proda-demo-label { font-size: 1.0em; color: #57606a; text-transform: uppercase; letter-spacing: 0.04em; }
 .proda-demo-note { font-size: 0.85em; color: #57606a; }
@@ -86,7 +86,7 @@ class DemoView(pn.viewable.Viewer):
                  **params) -> None:
         super().__init__(**params)
         self.state, self.store, self.scenario = state, store, scenario
-        self.map = GeoMapView(store, projection=projection, max_height=820, max_width=1400)
+        self.map = GeoMapView(store, projection=projection, max_height=700, max_width=1000)
         self.caption = pn.pane.HTML("", css_classes=["proda-demo-caption"])
         self.text = pn.pane.HTML("", css_classes=["proda-demo-text"])
         self.total = pn.pane.HTML("", css_classes=["proda-demo-total"])
@@ -148,6 +148,6 @@ class DemoView(pn.viewable.Viewer):
     def __panel__(self):
         header = pn.Row(pn.Column(self.caption, self.text, sizing_mode="stretch_width"),
                         pn.Row(self.back, self.counter, self.next), sizing_mode="stretch_width")
-        side = pn.Column(self.total, self.change, self.extra, self.note, width=380)
+        side = pn.Column(self.total, self.change, self.extra, self.note, width=360)
         return pn.Column(header, pn.Row(self.main, side, sizing_mode="stretch_both"), sizing_mode="stretch_both",
                          css_classes=["proda-demo"], stylesheets=[DEMO_CSS])

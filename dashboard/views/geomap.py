@@ -34,9 +34,10 @@ from dashboard.views import output_backend
 #: Largest frame of the map (px); demo mode asks for more. A fixed frame, not a responsive one: a
 #: responsive figure with a fixed aspect lost its height in the browser on its first update (a tap
 #: squashed the globe into a strip; the lon/lat map shows the same).
-MAX_HEIGHT, MAX_WIDTH = 560, 1000
+MAX_HEIGHT, MAX_WIDTH = 540, 860
 
-OCEAN, LAND, LINE = "#dbe7f1", "#f1efe9", "#4a4a4a"
+#: Land colour: the plot background, seen where the basemap image is transparent and there is no data.
+LAND = "#f1efe9"
 MISFIT_CMAP = "RdBu_r"
 
 _X = hv.Dimension("x", label="x (projected)", unit="m")
@@ -285,17 +286,16 @@ class GeoMapView(pn.viewable.Viewer):
         lon, lat = ([profile_cell[0]], [profile_cell[1]]) if profile_cell is not None else ([], [])
         return self._points(lon, lat, {}, []).opts(color="#d62728", marker="x", size=14, line_width=3)
 
-    def basemap_layers(self) -> tuple[hv.Element, hv.Element]:
-        """(under, over): ocean + land below the data; lakes, coasts, borders and graticule above."""
-        bm = geo.basemap(self.projection)
-        ocean = hv.Polygons(bm["ocean"], kdims=[_X, _Y]).opts(color=OCEAN, line_color="#9fb3c8", line_width=1)
-        land = hv.Polygons(bm["land"], kdims=[_X, _Y]).opts(color=LAND, line_alpha=0)
-        lakes = hv.Polygons(bm["lakes"], kdims=[_X, _Y]).opts(color=OCEAN, line_color=LINE, line_width=0.4)
-        coast = hv.Path(bm["coast"], kdims=[_X, _Y]).opts(color=LINE, line_width=0.7)
-        borders = hv.Path(bm["borders"], kdims=[_X, _Y]).opts(color="#7a7a7a", line_width=0.4, line_dash="dotted")
-        grat = hv.Path(geo.graticule(self.projection), kdims=[_X, _Y]).opts(color="#8c8c8c", line_width=0.4,
-                                                                           alpha=0.6)
-        return ocean * land, lakes * coast * borders * grat
+    def basemap_layer(self) -> hv.RGB:
+        """The static basemap above the data (:func:`geo.basemap_image`: ocean, lakes, coasts, borders,
+        graticule; land transparent over the plot's land-coloured background), at the frame's pixel size."""
+        x0, x1, y0, y1 = self.bounds()
+        pad = 0.02 * max(x1 - x0, y1 - y0)
+        ext = (x0 - pad, x1 + pad, y0 - pad, y1 + pad)
+        width, height = self.frame_size()
+        img = geo.basemap_image(self.projection, ext, width, height)
+        return hv.RGB(img, bounds=(ext[0], ext[2], ext[1], ext[3]), kdims=[_X, _Y],
+                      vdims=["R", "G", "B", "A"])
 
     def _overlay(self) -> hv.Overlay:
         """The whole map for the current projection (rebuilt when the projection changes)."""
@@ -305,7 +305,7 @@ class GeoMapView(pn.viewable.Viewer):
         image = hv.DynamicMap(self._image, streams=[hv.streams.Params(self._frame, ["n"])])
         self.tap_stream.source = image
         self.bounds_stream.source = image
-        under, over = self.basemap_layers()
+        over = self.basemap_layer()
         outline = hv.DynamicMap(self._outline, streams=[hv.streams.Params(store.state, ["region"])])
         marker = hv.DynamicMap(self._marker, streams=[hv.streams.Params(store, ["profile_cell"])])
         sites = hv.DynamicMap(self._sites, streams=[hv.streams.Params(store.state, ["sites"])])
@@ -313,7 +313,7 @@ class GeoMapView(pn.viewable.Viewer):
         x0, x1, y0, y1 = self.bounds()
         pad = 0.02 * max(x1 - x0, y1 - y0)
         width, height = self.frame_size()
-        return (under * image * over * sites * misfit * outline * marker).opts(
+        return (image * over * sites * misfit * outline * marker).opts(
             hv.opts.Overlay(xlim=(x0 - pad, x1 + pad), ylim=(y0 - pad, y1 + pad), frame_width=width,
                             frame_height=height, xaxis=None, yaxis=None,
-                            bgcolor="white", backend_opts={"plot.output_backend": output_backend()}))
+                            bgcolor=LAND, backend_opts={"plot.output_backend": output_backend()}))
