@@ -171,6 +171,7 @@ def test_tap_and_box_arrive_in_lon_lat(world):
     assert app.state.region.startswith("box:")
     lon0, lon1, lat0, lat1 = (float(v) for v in app.state.region[4:].split(","))
     assert lon0 == pytest.approx(5.2, abs=0.3) and lat1 == pytest.approx(47.0, abs=0.3)
+    assert lon1 == pytest.approx(7.0, abs=0.3) and lat0 == pytest.approx(45.2, abs=0.3)
 
 
 def test_point_view_shows_value_pm_sd_and_nearby_sites(world):

@@ -25,11 +25,16 @@ def test_projection_from_url_and_select(page: Page, served, wait, artifacts):
     _select(page, label).select_option(label)
     wait(lambda: app.geomap.projection == "robinson", page, what="Robinson")
     wait(lambda: "projection=robinson" in page.url, page, what="projection in the URL")
-    renders = app.geomap.stats["renders"]
+    # the re-render for the new projection may land a tick after the select: wait for it before stepping
+    wait(lambda: app.geomap._shown == (app.store.layer.signature, "robinson") and app.geomap._sources, page,
+         what="Robinson rendered")
+    page.wait_for_timeout(500)
+    renders, swaps = app.geomap.stats["renders"], app.geomap.stats["swaps"]
     handle = page.locator(".noUi-handle").first
     handle.focus()
     page.keyboard.press("ArrowRight")
-    wait(lambda: app.geomap.stats["swaps"] >= 1, page, what="projected image swapped on a slider step")
+    wait(lambda: app.store.result.perturbation.get("A") == pytest.approx(0.01), page, what="CUE +1 % solved")
+    wait(lambda: app.geomap.stats["swaps"] > swaps, page, what="projected image swapped on a slider step")
     assert app.geomap.stats["renders"] == renders
     page.screenshot(path=str(artifacts / "geo-robinson.png"))
 
