@@ -23,13 +23,19 @@ import param
 from panel.theme import THEMES
 
 from dashboard import store as store_mod
+from dashboard.geostate import GEO_URL_PARAMS, GeoState
 from dashboard.runner import RUNNER
 from dashboard.safe import escape, ignored_notice, url_query
 from dashboard.state import BOX_PREFIX, URL_PARAMS, DashboardState, box_label
 from dashboard.store import ResultStore
 from dashboard.tweaks import DashboardTemplate, drop_location_sync
+from dashboard.views.compare import CompareView
 from dashboard.views.controls import Controls
+from dashboard.views.demo import STEPS as DEMO_STEPS
+from dashboard.views.demo import DemoView
+from dashboard.views.geomap import GeoMapView
 from dashboard.views.map import MapView
+from dashboard.views.point import PointView
 from dashboard.views.profile import ProfileView
 from dashboard.views.scatter import ScatterView
 from dashboard.views.scenario import ScenarioView
@@ -116,6 +122,7 @@ class DashboardApp(param.Parameterized):
         self.world = world
         served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
         self.state = DashboardState(world=world)
+        self.geo, self.geomap = GeoState(store_mod.world_extent(world)), None  # projection, compare, demo
         notice = ""
         if sync_url and served:
             # before the store exists, so a shared URL is applied without solving the defaults first
@@ -134,6 +141,10 @@ class DashboardApp(param.Parameterized):
         self.profile = ProfileView(self.store)
         self.sensitivity = SensitivityView(self.store)
         self.scatter = ScatterView(self.store)
+        self.point = PointView(self.store, active=False)
+        self.compare = CompareView(self.store, mode=self.geo.compare, projection=self._compare_projection())
+        self.geo.param.watch(self._on_geo, ["projection", "compare"])
+        self.compare.param.watch(lambda e: setattr(self.geo, "compare", e.new), "mode")
         self.scenario = ScenarioView(self.state, world=world, polygons=self.store.polygons, background=served)
         # the alert is a Markdown pane (it renders HTML): _on_message gives it escaped text only
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["proda-alert"])
@@ -154,6 +165,9 @@ class DashboardApp(param.Parameterized):
         parts = urllib.parse.urlsplit(getattr(request, "uri", None) or "")
         raw = url_query(parts.query)
         values, ignored = self.state.validate_query(raw)
+        geo_values, geo_ignored = self.geo.validate_query(raw)
+        self.geo.param.update(**geo_values)
+        ignored += geo_ignored
         theme = raw.get("theme", "").strip("'\"")
         self._url_theme = theme if theme in THEMES else None
         if "theme" in raw and self._url_theme is None:
@@ -169,11 +183,12 @@ class DashboardApp(param.Parameterized):
             # it for ``location.sync`` (unused here) and raise on values like "²": this session does not need it
             drop_location_sync(loc)
         self.state.param.watch(self._write_url, list(URL_PARAMS))
+        self.geo.param.watch(self._write_url, list(GEO_URL_PARAMS))
         pn.state.onload(self._write_url)  # after that report: the URL shows the state's values again
         return ignored_notice(ignored) if ignored else ""
 
     def _url_query(self) -> dict[str, str]:
-        query = self.state.url_query()
+        query = {**self.state.url_query(), **self.geo.url_query()}
         if self._url_theme:
             query["theme"] = self._url_theme
         return query
@@ -200,6 +215,41 @@ class DashboardApp(param.Parameterized):
 
     def _on_tab(self, event: param.parameterized.Event) -> None:
         self.store.want_comparison = event.new == 1
+        self.point.active = event.new == 2
+
+    # -- the map: projection, compare, demo (dashboard.geostate) ------------------------------
+    def _compare_projection(self) -> str:
+        return self.geo.projection
+
+    def _map_view(self) -> pn.viewable.Viewable:
+        """The lon/lat map (MapView) for Plate Carrée, else the projected map (GeoMapView)."""
+        if self.geo.projection == "plate_carree":
+            return self.map.pane
+        if self.geomap is None:
+            self.geomap = GeoMapView(self.store, projection=self.geo.projection)
+        self.geomap.projection = self.geo.projection
+        return self.geomap.pane
+
+    def _on_geo(self, event: param.parameterized.Event) -> None:
+        if not hasattr(self, "map_slot"):  # the demo page has its own map
+            return
+        if event.name == "projection":
+            self.map_slot[:] = [self._map_view()]
+            self.compare.projection = self._compare_projection()
+            self.compare._draw()
+        else:
+            self.compare.mode = event.new
+            if event.new != "off":
+                self.tabs.active = 3
+
+    def _demo(self) -> pn.viewable.Viewable:
+        """The full-screen demo page (``?demo=1&step=N``); the step follows the URL both ways."""
+        projection = self.geo.projection if self.geo.projection != "plate_carree" else "equal_earth"
+        demo = DemoView(self.state, self.store, self.scenario, projection=projection,
+                        step=min(self.geo.step, len(DEMO_STEPS)) - 1)
+        demo.param.watch(lambda e: setattr(self.geo, "step", e.new + 1), "step")
+        self.demo = demo
+        return pn.Column(demo, sizing_mode="stretch_both", css_classes=["proda-demo-page"])
 
     def _on_message(self, event: param.parameterized.Event) -> None:
         """The store's message (plain text, may carry file, region or variable names from outside)
@@ -226,10 +276,18 @@ class DashboardApp(param.Parameterized):
         if self._startup_message:
             self.store.message = self._startup_message
         world = api.world_name() if self.world is None else self.world
-        map_card = pn.Column(self.alert, self.map.pane, sizing_mode="stretch_width")
+        if self.geo.demo:
+            return self._demo()
+        self.map_slot = pn.Column(self._map_view(), sizing_mode="stretch_width")
+        projection = pn.widgets.Select.from_param(self.geo.param.projection, width=280,
+                                                  css_classes=["proda-projection"])
+        map_card = pn.Column(self.alert, projection, self.map_slot, sizing_mode="stretch_width")
         # the scatter sits in a tab: its comparison is computed only while it is on screen (after the map)
         self.tabs = pn.Tabs(("Sensitivity", self.sensitivity.pane), ("Observed vs modelled", self.scatter.pane),
+                            ("Point query", self.point), ("Compare", self.compare),
                             dynamic=True, sizing_mode="stretch_width", css_classes=["proda-tabs"])
+        if self.geo.compare != "off":
+            self.tabs.active = 3
         self.tabs.param.watch(self._on_tab, "active")
         charts_row = pn.Row(self.profile.pane, self.tabs, sizing_mode="stretch_width")
         # the scenario's summary, trajectory and change map get a full-width row of their own; it and the

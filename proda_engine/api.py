@@ -63,6 +63,7 @@ __all__ = [
     "parameter_map",
     "parameter_sources",
     "parameter_table",
+    "point_query",
     "polygon_region",
     "profile",
     "provenance",
@@ -469,3 +470,29 @@ def reference_table(*, world: str | None = None, name: str | None = None,
     tab = pd.concat(parts, ignore_index=True)
     first = ["source", "interval", "region", "label", "reference"]
     return tab[first + [c for c in tab.columns if c not in first]]
+
+
+# ---------------------------------------------------------------------------------------------
+# maps: point query, view-extent detail (issue 17)
+# ---------------------------------------------------------------------------------------------
+
+
+def point_query(lat: float, lon: float, *, variable: str = "soc_stock", depth: str = "0-100cm",
+                perturbation: dict[str, float] | None = None, source: str | None = None,
+                world: str | None = None, region: str | Region = "globe", radius_km: float = 250.0,
+                max_sites: int = 8, space: str = "bulk"):
+    """What a tap on the map shows at the valid cell nearest to (lat, lon): the map variable's value
+    (``soc_stock``, ``soc_change``, ``turnover``, ``cue`` of ``depth``) +- the ensemble s.d. (NaN without
+    an ensemble), the SOC profile (perturbed, baseline, members' s.d.; g C m-3) and the observed profiles
+    within ``radius_km`` with their misfit (model - observation, kg C m-3). A bulk request is realised in
+    ``region``, as on the map. Returns a :class:`proda_engine.products.pointquery.PointQuery`."""
+    from proda_engine.products.pointquery import point_query as _point_query
+
+    eng = world_engine(world)
+    try:
+        sites = site_set(world)
+    except (FileNotFoundError, ValueError):  # a world without observed profiles: the rest still answers
+        sites = None
+    return _point_query(eng, lat, lon, variable=variable, depth=depth, source=source, perturbation=perturbation,
+                        region=_region(region, world), members=members(source, world), sites=sites,
+                        radius_km=radius_km, max_sites=max_sites, space=space)
