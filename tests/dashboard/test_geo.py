@@ -117,7 +117,9 @@ def app(world):
 
 
 def _image_source(root) -> ColumnDataSource:
-    return next(s for s in root.select({"type": ColumnDataSource}) if "image" in s.data)
+    """The data image's source (not the basemap bitmap's, whose image is packed RGBA, uint32)."""
+    return next(s for s in root.select({"type": ColumnDataSource})
+                if "image" in s.data and np.asarray(s.data["image"][0]).dtype != np.uint32)
 
 
 def test_regional_world_defaults_to_lon_lat_and_switches_projection(app):
