@@ -80,28 +80,33 @@ def realised_html(mech: str, result) -> str:
     return f'<div class="proda-realised" style="font-size:0.8em;{style}">{escape(text)}</div>'
 
 
-class Controls:
-    """Widgets bound to the state (``from_param``) plus upload and download handling."""
+class Controls(pn.viewable.Viewer):
+    """Widgets bound to the state (``from_param``, ``link``) plus upload and download handling."""
 
-    def __init__(self, state: DashboardState, store: ResultStore) -> None:
-        self.state, self.store = state, store
+    state = param.ClassSelector(class_=DashboardState, constant=True, doc="The session's selection.")
+    store = param.ClassSelector(class_=ResultStore, constant=True, doc="The session's results.")
+
+    def __init__(self, state: DashboardState, store: ResultStore, **params) -> None:
+        super().__init__(state=state, store=store, **params)
         self.region = pn.widgets.Select.from_param(state.param.region, name="Region", sizing_mode="stretch_width")
         self.upload = pn.widgets.FileInput(accept=".json,.geojson", multiple=False, sizing_mode="stretch_width",
                                            description=f"GeoJSON polygon in lon/lat, at most "
                                                        f"{MAX_UPLOAD_BYTES // 2**20} MB")
-        self.upload.param.watch(self._on_upload, "value")
+        pn.bind(self._on_upload, self.upload.param.value, watch=True)
         self.depth = pn.widgets.Select.from_param(state.param.depth, name="Depth interval", sizing_mode="stretch_width")
-        # a grouped select (what-if maps, uncertainty/observations, the 21 parameters), kept in step
-        # with ``state.variable`` by hand because ``from_param`` cannot group options
+        # a grouped select (what-if maps, uncertainty/observations, the 21 parameters): ``from_param``
+        # cannot group options, so the widget writes the state through a link and follows it back only
+        # to values it offers
         groups = variable_groups(store.world, state.source)
         self.variable = pn.widgets.Select(label="Map variable", groups=groups, sizing_mode="stretch_width",
                                           css_classes=["variable-select"])
         if self._offered(state.variable):
             self.variable.value = state.variable
-        self.variable.param.watch(lambda e: setattr(state, "variable", e.new), "value")
-        state.param.watch(self._on_state_variable, "variable")
-        # runs before the store (its watcher has precedence 1): a source without an ensemble is never asked for one
-        state.param.watch(self._on_source, "source")
+        self.variable.link(state, value="variable")
+        pn.bind(self._on_state_variable, state.param.variable, watch=True)
+        # a bound watcher (precedence -1) runs before the store's (precedence 1): a source without an
+        # ensemble is never asked for one
+        pn.bind(self._on_source, state.param.source, watch=True)
         self.source = pn.widgets.Select.from_param(state.param.source, sizing_mode="stretch_width")
         self.sites = pn.widgets.Checkbox.from_param(state.param.sites, css_classes=["show-sites"])
         # throttled: one re-solve per release / key press, not one per pixel of a drag
@@ -112,14 +117,13 @@ class Controls:
             for m in MECHANISMS
         }
         #: under each slider: the change of its bulk process the engine realised in the region
-        self.realised = {m: pn.pane.HTML("", css_classes=[f"realised-{m}"], margin=(0, 10, 4, 10),
-                                         sizing_mode="stretch_width") for m in MECHANISMS}
-        store.param.watch(self._on_result, "result")
-        self._on_result()
+        self.realised = {m: pn.pane.HTML(pn.bind(realised_html, m, store.param.result), css_classes=[f"realised-{m}"],
+                                         margin=(0, 10, 4, 10), sizing_mode="stretch_width") for m in MECHANISMS}
         self.reset = pn.widgets.Button(label="Reset perturbations", icon="refresh",
                                        sizing_mode="stretch_width")
-        self.reset.on_click(lambda event: state.reset_perturbations())
-        # a reference, not a watcher: the spinner follows the store's busy flag (Panel resolves param refs)
+        # an action, not a value: the button's click count means nothing to the state
+        self.reset.on_click(self._on_reset)
+        # a reference: the spinner follows the store's busy flag
         self.busy = pn.indicators.LoadingSpinner(value=store.param.busy, size=20, width=24, height=24)
 
         self.download_nc = pn.widgets.FileDownload(callback=self._netcdf, filename="proda_whatif.nc",
@@ -132,30 +136,30 @@ class Controls:
                                                     label="Totals (CSV)", sizing_mode="stretch_width",
                                                     css_classes=["download-csv"])
 
+    def __panel__(self) -> pn.Column:
+        return pn.Column(*self.panel(), sizing_mode="stretch_width")
+
     # -- callbacks --------------------------------------------------------------------------
     def _offered(self, key: str) -> bool:
         return any(key in opts.values() for opts in self.variable.groups.values())
 
-    def _on_state_variable(self, event: param.parameterized.Event) -> None:
-        if self._offered(event.new) and self.variable.value != event.new:
-            self.variable.value = event.new
+    def _on_state_variable(self, variable: str) -> None:
+        if self._offered(variable) and self.variable.value != variable:
+            self.variable.value = variable
 
-    def _on_source(self, event: param.parameterized.Event) -> None:
+    def _on_source(self, source: str) -> None:
         """Offer the spread only for sources with an ensemble; leave it if the new source has none."""
-        self.variable.groups = variable_groups(self.store.world, event.new)
+        self.variable.groups = variable_groups(self.store.world, source)
         if not self._offered(self.state.variable):
             self.state.variable = "soc_stock"
         self.variable.value = self.state.variable
 
-    def _on_result(self, *events: param.parameterized.Event) -> None:
-        for m, pane in self.realised.items():
-            text = realised_html(m, self.store.result)
-            if pane.object != text:
-                pane.object = text
+    def _on_reset(self, event: param.parameterized.Event) -> None:
+        self.state.reset_perturbations()
 
-    def _on_upload(self, event: param.parameterized.Event) -> None:
-        if event.new:
-            self.store.add_polygon(event.new, self.upload.filename)
+    def _on_upload(self, value: bytes | None) -> None:
+        if value:
+            self.store.add_polygon(value, self.upload.filename)
 
     def _current(self):
         if self.store.result is None:

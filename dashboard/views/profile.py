@@ -6,6 +6,7 @@ from __future__ import annotations
 import holoviews as hv
 import numpy as np
 import panel as pn
+import param
 
 from dashboard.store import ResultStore
 from dashboard.views import output_backend
@@ -20,20 +21,26 @@ def _curve(ds, label: str) -> hv.Curve:
     return hv.Curve((soc, np.asarray(ds["depth"].values, dtype=float)), kdims=[_SOC], vdims=[_DEPTH], label=label)
 
 
-class ProfileView:
-    """The pane's object is replaced whenever the store's profile changes: the first frame ("tap the
-    map", one empty curve) and a profile (two curves) differ in structure, which a DynamicMap cannot
-    follow (its title and legend stayed those of the first frame)."""
+class ProfileView(pn.viewable.Viewer):
+    """The pane's object is a reference to :meth:`_figure` bound to the store's profile, baseline profile and
+    uncertainty: the whole figure is replaced on a change, because the first frame ("tap the map", one
+    empty curve) and a profile (two curves) differ in structure, which a DynamicMap cannot follow (its
+    title and legend stayed those of the first frame)."""
 
-    def __init__(self, store: ResultStore) -> None:
-        self.store = store
-        self.pane = pn.pane.HoloViews(self._figure(), sizing_mode="stretch_width", min_height=300,
+    store = param.ClassSelector(class_=ResultStore, constant=True, doc="The session's results.")
+
+    def __init__(self, store: ResultStore, **params) -> None:
+        super().__init__(store=store, **params)
+        figure = pn.bind(self._figure, store.param.profile, store.param.profile_baseline, store.param.uncertainty)
+        self.pane = pn.pane.HoloViews(figure, sizing_mode="stretch_width", min_height=300,
                                       css_classes=["proda-profile"], linked_axes=False)
-        store.param.watch(lambda *_: setattr(self.pane, "object", self._figure()),
-                          ["profile", "profile_baseline", "uncertainty"])
 
-    def _figure(self) -> hv.Overlay:
-        return self._plot(self.store.profile, self.store.profile_baseline).opts(
+    def __panel__(self) -> pn.pane.HoloViews:
+        return self.pane
+
+    def _figure(self, profile, profile_baseline, uncertainty=None) -> hv.Overlay:
+        # ``uncertainty`` is read by _plot from the store; it is an argument so a new one redraws
+        return self._plot(profile, profile_baseline).opts(
             hv.opts.Overlay(framewise=True, responsive=True, min_height=300, legend_position="bottom_right",
                             backend_opts={"plot.output_backend": output_backend()}))
 

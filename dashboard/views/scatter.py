@@ -9,6 +9,7 @@ from __future__ import annotations
 import holoviews as hv
 import numpy as np
 import panel as pn
+import param
 
 from dashboard.store import ResultStore
 from dashboard.views import output_backend
@@ -16,15 +17,22 @@ from dashboard.views import output_backend
 MAX_POINTS = 4000  # horizons drawn; enough to see the cloud, small enough to stay fast
 
 
-class ScatterView:
+class ScatterView(pn.viewable.Viewer):
     """Scatter of ``store.comparison`` with a 1:1 line."""
 
-    def __init__(self, store: ResultStore) -> None:
-        self.store = store
-        self.dmap = hv.DynamicMap(self._plot, streams=[hv.streams.Params(store, ["comparison"])])
+    store = param.ClassSelector(class_=ResultStore, constant=True, doc="The session's results.")
+
+    def __init__(self, store: ResultStore, **params) -> None:
+        super().__init__(store=store, **params)
+        # a DynamicMap of a bound function: HoloViews follows the store's parameters (a Params stream) and
+        # updates the figure in place (its structure, scatter + 1:1 line, never changes)
+        self.dmap = hv.DynamicMap(pn.bind(self._plot, store.param.comparison))
         self.pane = pn.pane.HoloViews(
             self.dmap.opts(hv.opts.Scatter(backend_opts={"plot.output_backend": output_backend()})),
             sizing_mode="stretch_width", min_height=300, css_classes=["proda-scatter"], linked_axes=False)
+
+    def __panel__(self) -> pn.pane.HoloViews:
+        return self.pane
 
     def _plot(self, comparison) -> hv.Overlay:
         x = hv.Dimension("observed", label="observed SOC", unit="kg C m-3")

@@ -35,7 +35,7 @@ SOURCE_LABELS = {"homogeneous_mean": "homogeneous (mean PRODA θ)", "default_clm
 _COLORS = ("#2f6f4f", "#d95f0e", "#6a51a3", "#2c7fb8")
 
 
-class ScenarioView(param.Parameterized):
+class ScenarioView(pn.viewable.Viewer):
     """One session's scenario controls and result (never shared between sessions)."""
 
     warming = param.Number(default=2.0, bounds=(0.0, 6.0), step=0.5, doc="soil warming at the horizon, K")
@@ -53,20 +53,25 @@ class ScenarioView(param.Parameterized):
         super().__init__(**params)
         self.state, self.world, self.polygons, self.background = state, world, polygons or {}, background
         self._frac = [0.0]
-        self.button = pn.widgets.Button(label="Run scenario", color="primary", icon="player-play",
+        # an action, not a value: a click starts a run (see run())
+        self.button = pn.widgets.Button(label=pn.bind(_button_label, self.param.running), color="primary",
+                                        icon="player-play", disabled=self.param.running,
                                         css_classes=["proda-run-scenario"])
-        self.button.on_click(lambda _e: self.run())
-        self.bar = pn.indicators.Progress(value=0, max=100, visible=False, sizing_mode="stretch_width", height=12)
+        self.button.on_click(self._on_click)
+        self.bar = pn.indicators.Progress(value=self.param.progress, max=100, visible=self.param.running,
+                                          sizing_mode="stretch_width", height=12)
         self.status = pn.pane.Markdown("", css_classes=["proda-scenario-status"], styles={"font-size": "0.85em"})
         # whole figures are swapped on a new result (the number of curves changes with the sources,
         # which a DynamicMap overlay cannot follow)
-        self.trajectory = pn.pane.HoloViews(self._curves(None), sizing_mode="stretch_width", min_height=300,
-                                            css_classes=["proda-scenario-trajectory"], linked_axes=False)
-        self.map = pn.pane.HoloViews(self._map(None), sizing_mode="stretch_width", min_height=300,
-                                     css_classes=["proda-scenario-map"], linked_axes=False)
-        self.param.watch(self._on_new_result, "result")
-        self.summary = pn.pane.Markdown(self._summary_text(), css_classes=["proda-scenario-summary"])
-        self.param.watch(self._on_result, ["result", "running", "progress", "message"])
+        self.trajectory = pn.pane.HoloViews(pn.bind(self._curves, self.param.result), sizing_mode="stretch_width",
+                                            min_height=300, css_classes=["proda-scenario-trajectory"],
+                                            linked_axes=False)
+        self.map = pn.pane.HoloViews(pn.bind(self._map, self.param.result), sizing_mode="stretch_width",
+                                     min_height=300, css_classes=["proda-scenario-map"], linked_axes=False)
+        self.summary = pn.pane.Markdown(self._summary_text, css_classes=["proda-scenario-summary"])
+
+    def __panel__(self) -> pn.Column:
+        return self.panel()
 
     # -- controls --------------------------------------------------------------------------
     def controls(self) -> pn.Card:
@@ -105,6 +110,9 @@ class ScenarioView(param.Parameterized):
                             max_cells=MAX_CELLS // 2 if self.compare else MAX_CELLS, region=region, seasonal=False,
                             map_years=(self.horizon,), progress=self._on_progress)
 
+    def _on_click(self, event: param.parameterized.Event) -> None:
+        self.run()
+
     def _on_progress(self, frac: float) -> None:
         self._frac[0] = frac  # read by the event loop; never touch widgets from the worker thread
 
@@ -140,17 +148,7 @@ class ScenarioView(param.Parameterized):
             self.param.update(running=False, progress=100)
 
     # -- display -----------------------------------------------------------------------------
-    def _on_new_result(self, event) -> None:
-        self.trajectory.object = self._curves(event.new)
-        self.map.object = self._map(event.new)
-
-    def _on_result(self, *_events) -> None:
-        self.button.disabled = self.running
-        self.button.label = "Running…" if self.running else "Run scenario"
-        self.bar.visible = self.running
-        self.bar.value = self.progress
-        self.summary.object = self._summary_text()
-
+    @param.depends("result", "running", "progress", "message")
     def _summary_text(self) -> str:
         # a Markdown pane: the error, the region's label (an uploaded file's name) and the source labels
         # come from outside and go in through escape()
@@ -226,6 +224,10 @@ class ScenarioView(param.Parameterized):
                          backend_opts={"plot.output_backend": output_backend()})
                 * coast).opts(title=title, responsive=True, min_height=300, framewise=True,
                               xlim=(lon0, lon1), ylim=(lat0, lat1))
+
+
+def _button_label(running: bool) -> str:
+    return "Running…" if running else "Run scenario"
 
 
 def _label(source: str) -> str:

@@ -8,6 +8,7 @@ import math
 
 import holoviews as hv
 import panel as pn
+import param
 
 from dashboard.store import ResultStore
 from dashboard.views import output_backend
@@ -36,17 +37,24 @@ def sensitivity_title(sensitivity: dict | None, note: str, region: str, depth: s
     return f"+1 % of each bulk process — {region}, {depth}{spread}"
 
 
-class SensitivityView:
+class SensitivityView(pn.viewable.Viewer):
     """Horizontal bars with error bars from ``store.sensitivity`` (once per region/depth/source, cached)."""
 
-    def __init__(self, store: ResultStore) -> None:
-        self.store = store
+    store = param.ClassSelector(class_=ResultStore, constant=True, doc="The session's results.")
+
+    def __init__(self, store: ResultStore, **params) -> None:
+        super().__init__(store=store, **params)
         self.labels = api.mechanisms()
-        self.dmap = hv.DynamicMap(self._plot, streams=[hv.streams.Params(store, ["sensitivity", "sensitivity_note"])])
+        # a DynamicMap of a bound function: HoloViews follows the store's parameters (a Params stream) and
+        # updates the figure in place (its structure, bars + error bars, never changes)
+        self.dmap = hv.DynamicMap(pn.bind(self._plot, store.param.sensitivity, store.param.sensitivity_note))
         self.pane = pn.pane.HoloViews(
             self.dmap.opts(hv.opts.Bars(backend_opts={"plot.output_backend": output_backend()})),
             sizing_mode="stretch_width", min_height=300, css_classes=["proda-sensitivity"], linked_axes=False,
         )
+
+    def __panel__(self) -> pn.pane.HoloViews:
+        return self.pane
 
     def _plot(self, sensitivity, sensitivity_note="") -> hv.Overlay:
         kdim = hv.Dimension("mechanism")

@@ -4,7 +4,7 @@ statistics), and, where the source has an ensemble, the members' baseline total;
 ± s.d. over the ensemble members once they are solved (``store.uncertainty``). A line above the cards
 says which world and data the numbers come from.
 
-Each card is its own pane with its own CSS class, written by one watcher only (no shared panes).
+Each card is its own pane with its own CSS class, its object bound to the store (no shared panes).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import param
 
 from dashboard.safe import escape
 from dashboard.store import ResultStore, provenance
+from proda_engine import api
 
 CARDS: tuple[str, ...] = ("total", "change", "turnover-mean", "turnover-median", "cue")
 
@@ -106,38 +107,41 @@ def provenance_html(info: dict[str, str]) -> str:
             f'{escape(info.get("note", ""))}</div>')
 
 
-class TotalsView:
-    """A provenance line and a row of cards following ``store.result`` and ``store.uncertainty``."""
+def card_for(key: str, result: api.WhatIfResult | None, uncertainty: dict | None) -> str:
+    """HTML of one card (``key`` in :data:`CARDS`) for the store's result and ensemble uncertainty."""
+    return card_contents(result.totals if result is not None else None, uncertainty)[key]
 
-    def __init__(self, store: ResultStore) -> None:
-        self.store = store
-        self.cards = {k: pn.pane.HTML("", css_classes=[f"card-{k}"], sizing_mode="stretch_width", margin=(4, 6),
-                                      min_width=150)
+
+class TotalsView(pn.viewable.Viewer):
+    """A provenance line and a row of cards following ``store.result`` and ``store.uncertainty``.
+
+    Every pane's object is a reference (``pn.bind`` on the store's parameters): param recomputes it when
+    they change and only an object that really differs reaches the browser.
+    """
+
+    store = param.ClassSelector(class_=ResultStore, constant=True, doc="The session's results.")
+
+    def __init__(self, store: ResultStore, **params) -> None:
+        super().__init__(store=store, **params)
+        result, unc = store.param.result, store.param.uncertainty
+        self.cards = {k: pn.pane.HTML(pn.bind(card_for, k, result, unc), css_classes=[f"card-{k}"],
+                                      sizing_mode="stretch_width", margin=(4, 6), min_width=150)
                       for k in CARDS}
-        self.ensemble = pn.pane.HTML("", css_classes=["card-ensemble"], sizing_mode="stretch_width", margin=(4, 6),
-                                     min_width=150, visible=False)
-        self.provenance = pn.pane.HTML("", css_classes=["proda-source-note"], sizing_mode="stretch_width",
-                                       margin=(0, 6))
+        self.ensemble = pn.pane.HTML(pn.bind(self._ensemble_html, store.param.ensemble), css_classes=["card-ensemble"],
+                                     sizing_mode="stretch_width", margin=(4, 6), min_width=150,
+                                     visible=pn.bind(bool, store.param.ensemble))
+        self.provenance = pn.pane.HTML(pn.bind(self._provenance_html, result), css_classes=["proda-source-note"],
+                                       sizing_mode="stretch_width", margin=(0, 6))
         # a Row shares the width evenly between the cards
         self.row = pn.Row(*self.cards.values(), self.ensemble, sizing_mode="stretch_width", css_classes=["proda-cards"])
         self.pane = pn.Column(self.provenance, self.row, sizing_mode="stretch_width")
-        store.param.watch(self._update, ["result", "uncertainty"])
-        store.param.watch(self._update_ensemble, ["ensemble"])
-        self._update()
-        self._update_ensemble()
 
-    def _update_ensemble(self, *events: param.parameterized.Event) -> None:
-        ens = self.store.ensemble
-        if ens:
-            self.ensemble.object = ensemble_card(ens, self.store.state.depth)
-        self.ensemble.visible = bool(ens)
+    def __panel__(self) -> pn.Column:
+        return self.pane
 
-    def _update(self, *events: param.parameterized.Event) -> None:
-        result = self.store.result
-        for k, text in card_contents(result.totals if result is not None else None, self.store.uncertainty).items():
-            if self.cards[k].object != text:
-                self.cards[k].object = text
-        if result is not None:
-            text = provenance_html(provenance(self.store.world, result.totals["source"]))
-            if self.provenance.object != text:
-                self.provenance.object = text
+    def _ensemble_html(self, ensemble: dict | None) -> str:
+        # the depth of the moment the ensemble arrived (the store replaces the ensemble on a new depth)
+        return ensemble_card(ensemble, self.store.state.depth) if ensemble else ""
+
+    def _provenance_html(self, result: api.WhatIfResult | None) -> str:
+        return provenance_html(provenance(self.store.world, result.totals["source"])) if result is not None else ""
