@@ -209,7 +209,9 @@ class ClientSession(threading.Thread):
         doc.callbacks.trigger_on_change(MessageSentEvent(doc, "bokeh_event", DocumentReady()))
         by_class = {c: m for m in doc.models for c in (getattr(m, "css_classes", None) or [])}
         slider = by_class[f"slider-{self.mechanism}"]
-        cards = {id(m) for c, m in by_class.items() if c.startswith("card-")}
+        # the cards, and the line under this session's slider (it names the new position on every step;
+        # a step whose rounded card numbers do not move, e.g. V̄ +1 % more, changes only that line)
+        cards = {id(m) for c, m in by_class.items() if c.startswith("card-") or c == f"realised-{self.mechanism}"}
         realised = by_class[f"realised-{self.mechanism}"]
         changes: list[tuple[float, str]] = []
         arrived = asyncio.Event()
@@ -357,7 +359,8 @@ def _report(args, results: list[dict], sampler: Sampler, rss0: float, cpu: float
     for r in results:
         v = [x for x in r["latency_ms"] if x == x]
         print(f"  session {r['session']} ({r['mechanism']} {r['position']:+d} %): median "
-              f"{statistics.median(v) if v else float('nan'):.0f} ms, final state "
+              f"{statistics.median(v) if v else float('nan'):.0f} ms, {len(r['latency_ms']) - len(v)} lost, "
+              f"final state "
               f"{'ok' if r['final_ok'] else 'WRONG: ' + r['final_text']!s}")
     print(f"final state: {sum(r['final_ok'] for r in results)} of {len(results)} sessions show their own position")
     rss = [m for _, m in sampler.samples]
@@ -386,6 +389,8 @@ def main() -> None:
                     help="real Chromium pages, or Bokeh client sessions (server cost without the renderers)")
     ap.add_argument("--url", default=None, help="drive an already running server at this URL (CPU/RSS of --pid)")
     ap.add_argument("--pid", type=int, default=None, help="process id of the server given by --url")
+    ap.add_argument("--num-procs", type=int, default=1,
+                    help="server processes (Bokeh's num_procs: forked after the warm-up; CPU/RSS of the parent only)")
     args = ap.parse_args()
     run = (lambda u, srv: _run_client(args, u, srv)) if args.driver == "client" else (
         lambda u, srv: asyncio.run(_run(args, u, srv)))
@@ -399,7 +404,7 @@ def main() -> None:
     env = {**os.environ, "PRODA_WORLD": args.world, "PRODA_DASHBOARD_WEBGL": "0",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     code = (f"from dashboard.app import serve; serve(port={port}, address='127.0.0.1', world={args.world!r}, "
-            "liveness=True)")
+            f"liveness=True, num_procs={args.num_procs})")
     server = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
     try:
         print(f"world {args.world}: server up in {_B._wait_live(url, timeout=900):.1f} s")
