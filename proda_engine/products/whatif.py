@@ -276,6 +276,9 @@ class WhatIfEngine:
         parts_budget: bytes of reusable operator pieces to keep (least recently used dropped first).
         lean: keep only the environmental means per source and assemble each operator afresh (for
             ensemble members: ~0.2 GB of cached pieces per source would not fit for five of them).
+
+    Thread-safe: the caches are locked briefly and each solve runs in the calling thread in that thread's
+    own work arrays, so several threads solve different requests at once (the same request once).
     """
 
     def __init__(self, forcing_ds: xr.Dataset | None, sources: Mapping[str, np.ndarray | str], *,
