@@ -14,16 +14,25 @@ each session's final state (the realised change under its slider is its own last
 server's CPU (per cent of one core) and RSS (sampled every second) over the steps, and the machine's load
 average before and after (the machine may be shared: read the numbers with the load).
 
+``--driver client`` drives the same sessions without a browser: each session is a Bokeh client
+(``bokeh.client.pull_session`` in its own thread and event loop) that sets its slider model's value and
+times until the server's patches for the step have arrived: the map's ``ColumnDataSource`` data and the
+a card's text (the same two changes the browser waits for, without the rendering). It isolates the
+server's cost from the N renderers that share the machine's cores; a page load is then the pull of a new
+session's document (the server builds the session). Run both and compare.
+
 Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dashboard_load.py --sessions 8 --steps 24
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dashboard_load.py --sessions 8 --steps 63 --pause 0.5  # ~500 steps
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dashboard_load.py --driver client --sessions 8 --steps 24
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import math
 import os
 import statistics
@@ -130,7 +139,7 @@ async def _session(i: int, page, steps: int, pause: float, sampler: Sampler, lim
     await page.locator(f".slider-{mech} .noUi-handle").first.focus()
     lat, position = [], 0
     for _ in range(steps):
-        await asyncio.sleep(pause * (0.5 + ((i * 7919 + len(lat) * 104729) % 1000) / 1000))  # spread steps
+        await asyncio.sleep(_pause(i, len(lat), pause))  # spread steps
         if abs(position) >= TURN:
             sign = -sign
         t0 = await page.evaluate("performance.now()")
@@ -152,6 +161,158 @@ async def _final_state(r: dict) -> None:
             break
         await asyncio.sleep(0.2)
     r["final_ok"], r["final_text"] = any(w in text for w in wants), text.strip()
+
+
+def _pause(i: int, n: int, pause: float) -> float:
+    """Seconds session ``i`` waits before its step ``n`` (uniform-looking 0.5-1.5 x ``pause``, reproducible)."""
+    return pause * (0.5 + ((i * 7919 + n * 104729) % 1000) / 1000)
+
+
+class ClientSession(threading.Thread):
+    """One viewer as a Bokeh client (``--driver client``): pulls a new session of the served app, then steps
+    its slider model; a step ends when the map data and a card's text patches of the server
+    have both arrived after the new value was sent (Python-side timing, no rendering)."""
+
+    def __init__(self, i: int, url: str, args, sampler: Sampler | None, start: threading.Event) -> None:
+        super().__init__(daemon=True, name=f"client-{i}")
+        self.i, self.url, self.args, self.sampler, self.start_steps = i, url, args, sampler, start
+        self.mechanism = MECHANISMS[i % len(MECHANISMS)]
+        self.sign = 1 if (i // len(MECHANISMS)) % 2 == 0 else -1
+        self.load_s = float("nan")
+        self.latency_ms: list[float] = []
+        self.position = 0
+        self.final_text, self.final_ok, self.error = "", False, None
+        self.ready = threading.Event()
+        self.t0 = time.monotonic()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+            self.ready.set()
+
+    def _run(self) -> None:
+        from bokeh.client import pull_session
+        from tornado.ioloop import IOLoop
+
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        io = IOLoop.current()
+        from bokeh.document.events import MessageSentEvent
+        from bokeh.events import DocumentReady
+
+        session = pull_session(url=self.url, io_loop=io)
+        self.load_s = time.monotonic() - self.t0
+        doc = session.document
+        # what BokehJS sends once the page is rendered: Panel then runs the onload work (deferred rows) and
+        # from then on sends model changes made outside the document lock (the map's data swap)
+        doc.callbacks.trigger_on_change(MessageSentEvent(doc, "bokeh_event", DocumentReady()))
+        by_class = {c: m for m in doc.models for c in (getattr(m, "css_classes", None) or [])}
+        slider = by_class[f"slider-{self.mechanism}"]
+        # the cards, and the line under this session's slider (it names the new position on every step;
+        # a step whose rounded card numbers do not move, e.g. V̄ +1 % more, changes only that line)
+        cards = {id(m) for c, m in by_class.items() if c.startswith("card-") or c == f"realised-{self.mechanism}"}
+        realised = by_class[f"realised-{self.mechanism}"]
+        changes: list[tuple[float, str]] = []
+        arrived = asyncio.Event()
+
+        def on_change(event) -> None:
+            model, attr = getattr(event, "model", None), getattr(event, "attr", None)
+            if id(model) in cards and attr == "text":
+                changes.append((time.monotonic(), "text"))
+            elif type(model).__name__ == "ColumnDataSource" and (attr == "data" or event.kind.startswith("Column")):
+                changes.append((time.monotonic(), "data"))
+            else:
+                return
+            arrived.set()
+
+        doc.on_change(on_change)
+
+        async def drive() -> None:
+            self.ready.set()
+            while not self.start_steps.is_set():
+                await asyncio.sleep(0.05)
+            for n in range(self.args.steps):
+                await asyncio.sleep(_pause(self.i, n, self.args.pause))
+                if abs(self.position) >= TURN:
+                    self.sign = -self.sign
+                self.position += self.sign
+                t0 = time.monotonic()
+                # sent to the server as one patch of this session's document (a browser's key press sets both)
+                slider.value = self.position
+                slider.set_from_json("value_throttled", self.position)  # read-only in Python, not on the wire
+                self.latency_ms.append(await self._wait(changes, arrived, t0))
+                if self.sampler is not None:
+                    self.sampler.steps += 1
+            wants = (f"{SYMBOL[self.mechanism]} {self.position:+.1f} %", f"asked {self.position:+d} %")
+            for _ in range(150):
+                if any(w in html.unescape(html.unescape(realised.text or "")) for w in wants):
+                    break
+                await asyncio.sleep(0.2)
+            self.final_text = " ".join(html.unescape(html.unescape(realised.text or "")).split())
+            self.final_ok = any(w in self.final_text for w in wants)
+            session.close()
+
+        io.add_callback(drive)
+        session._connection.loop_until_closed()  # bokeh 3: the session no longer exposes it
+
+    async def _wait(self, changes: list, arrived: asyncio.Event, t0: float) -> float:
+        """ms from ``t0`` until both a map-data and a card-text change arrived after it (NaN past the limit)."""
+        deadline = t0 + self.args.limit
+        while time.monotonic() < deadline:
+            kinds = {kind: t for t, kind in changes if t >= t0}
+            if "data" in kinds and "text" in kinds:
+                return 1000 * (max(t for t, _ in changes if t >= t0) - t0)
+            arrived.clear()
+            try:
+                await asyncio.wait_for(arrived.wait(), max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+        return float("nan")
+
+
+def _run_client(args, url: str, server: subprocess.Popen) -> None:
+    """``--driver client``: the sessions as Bokeh clients (see :class:`ClientSession`)."""
+    import panel.models  # noqa: F401  (registers Panel's Bokeh models, so a client can decode the document)
+
+    go = threading.Event()
+    warm = ClientSession(0, url, argparse.Namespace(steps=0, pause=0, limit=args.limit), None, go)
+    go.set()
+    warm.start()
+    warm.join(300)
+    one = ClientSession(0, url, argparse.Namespace(steps=0, pause=0, limit=args.limit), None, go)
+    one.start()
+    one.join(300)
+    print(f"session load, one client session on the warm server: {one.load_s * 1000:.0f} ms")
+    time.sleep(3)
+    start = threading.Event()
+    sampler = Sampler(server.pid)
+    sessions = [ClientSession(i, url, args, sampler, start) for i in range(args.sessions)]
+    for s in sessions:
+        s.start()
+    for s in sessions:
+        s.ready.wait(300)
+    errors = [s.error for s in sessions if s.error is not None]
+    if errors:
+        raise RuntimeError(f"client sessions failed: {errors}")
+    loads = [s.load_s for s in sessions]
+    print(f"session load, {args.sessions} client sessions opened at once: all pulled after {max(loads):.1f} s "
+          f"(median {statistics.median(loads):.1f} s)")
+    time.sleep(5)
+    rss0, cpu0, wall0, load0 = _rss_mb(server.pid), _cpu_seconds(server.pid), time.monotonic(), os.getloadavg()
+    sampler.start()
+    start.set()
+    for s in sessions:
+        s.join()
+    wall, cpu = time.monotonic() - wall0, _cpu_seconds(server.pid) - cpu0
+    sampler.stop.set()
+    load1 = os.getloadavg()
+    errors = [s.error for s in sessions if s.error is not None]
+    if errors:
+        raise RuntimeError(f"client sessions failed: {errors}")
+    results = [{"session": s.i, "mechanism": s.mechanism, "position": s.position, "latency_ms": s.latency_ms,
+                "final_ok": s.final_ok, "final_text": s.final_text} for s in sessions]
+    _report(args, results, sampler, rss0, cpu, wall, load0, load1)
 
 
 async def _run(args, url: str, server: subprocess.Popen) -> None:
@@ -182,6 +343,11 @@ async def _run(args, url: str, server: subprocess.Popen) -> None:
         load1 = os.getloadavg()
         await asyncio.gather(*(_final_state(r) for r in results))
         await browser.close()
+    _report(args, results, sampler, rss0, cpu, wall, load0, load1)
+
+
+def _report(args, results: list[dict], sampler: Sampler, rss0: float, cpu: float, wall: float, load0, load1) -> None:
+    """Print the step latencies, lost steps, final states, server CPU and RSS and the load average."""
     lat = [v for r in results for v in r["latency_ms"] if v == v]
     lost = sum(1 for r in results for v in r["latency_ms"] if v != v)
     total = sum(len(r["latency_ms"]) for r in results)
@@ -193,7 +359,8 @@ async def _run(args, url: str, server: subprocess.Popen) -> None:
     for r in results:
         v = [x for x in r["latency_ms"] if x == x]
         print(f"  session {r['session']} ({r['mechanism']} {r['position']:+d} %): median "
-              f"{statistics.median(v) if v else float('nan'):.0f} ms, final state "
+              f"{statistics.median(v) if v else float('nan'):.0f} ms, {len(r['latency_ms']) - len(v)} lost, "
+              f"final state "
               f"{'ok' if r['final_ok'] else 'WRONG: ' + r['final_text']!s}")
     print(f"final state: {sum(r['final_ok'] for r in results)} of {len(results)} sessions show their own position")
     rss = [m for _, m in sampler.samples]
@@ -218,17 +385,30 @@ def main() -> None:
     ap.add_argument("--pause", type=float, default=1.0,
                     help="mean seconds a viewer waits between steps (uniform 0.5-1.5 x this)")
     ap.add_argument("--limit", type=float, default=60.0, help="seconds after which a step counts as lost")
+    ap.add_argument("--driver", choices=("chromium", "client"), default="chromium",
+                    help="real Chromium pages, or Bokeh client sessions (server cost without the renderers)")
+    ap.add_argument("--url", default=None, help="drive an already running server at this URL (CPU/RSS of --pid)")
+    ap.add_argument("--pid", type=int, default=None, help="process id of the server given by --url")
+    ap.add_argument("--num-procs", type=int, default=1,
+                    help="server processes (Bokeh's num_procs: forked after the warm-up; CPU/RSS of the parent only)")
     args = ap.parse_args()
+    run = (lambda u, srv: _run_client(args, u, srv)) if args.driver == "client" else (
+        lambda u, srv: asyncio.run(_run(args, u, srv)))
+    if args.url:
+        if args.pid is None:
+            ap.error("--url needs --pid (the server's process id, for its CPU and RSS)")
+        run(args.url, argparse.Namespace(pid=args.pid))
+        return
     port = _B._free_port()
     url = f"http://127.0.0.1:{port}/"
     env = {**os.environ, "PRODA_WORLD": args.world, "PRODA_DASHBOARD_WEBGL": "0",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     code = (f"from dashboard.app import serve; serve(port={port}, address='127.0.0.1', world={args.world!r}, "
-            "liveness=True)")
+            f"liveness=True, num_procs={args.num_procs})")
     server = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
     try:
         print(f"world {args.world}: server up in {_B._wait_live(url, timeout=900):.1f} s")
-        asyncio.run(_run(args, url, server))
+        run(url, server)
     finally:
         server.terminate()
         try:

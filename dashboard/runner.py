@@ -14,9 +14,9 @@ observed-vs-modelled comparison, the sensitivity) goes through :data:`RUNNER`:
   source, region, depth, perturbation, ...), and a request already queued or running for one session is
   joined by another session asking the same thing, so eight viewers asking one thing solve once;
 * **lanes**: each lane is a set of worker threads with a priority queue. The default lanes put the
-  slider solves on one thread, the ensemble members (a separate engine, :class:`MemberEnsemble`) on a
-  second, so both cores do engine work, and the minutes-long first sensitivity on a third that never
-  holds up a slider.
+  slider solves on two threads (two sessions' steps solve at once, ``PRODA_ENGINE_THREADS``), the
+  ensemble members (a separate engine, :class:`MemberEnsemble`) on another at a lower priority, and the
+  minutes-long first sensitivity on a third that never holds up a slider.
 
 The compiled kernels run on an OpenMP team that belongs to the calling thread, so each lane's threads
 are long-lived (a warm team each) and set their own kernel thread count (:class:`Lane`).
@@ -276,10 +276,24 @@ class Runner:
                 job.fn = job.args = None  # release the request's references
 
 
-#: Lanes of the served dashboard: slider solves (main engine), ensemble members (their own engine, so
-#: they run beside the slider solves on the second core, at a lower priority), and the slow first
+def engine_threads() -> int:
+    """Worker threads of the ``engine`` lane: ``PRODA_ENGINE_THREADS`` (default 2, one per core of this
+    machine class). The main engine solves in the calling thread outside its cache lock, so two sessions'
+    slider steps solve at once (:mod:`proda_engine.products.whatif`); 1 serialises them as before."""
+    raw = os.environ.get("PRODA_ENGINE_THREADS", "2")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"PRODA_ENGINE_THREADS must be a whole number >= 1, found {raw!r}") from None
+    if n < 1:
+        raise ValueError(f"PRODA_ENGINE_THREADS must be a whole number >= 1, found {raw!r}")
+    return n
+
+
+#: Lanes of the served dashboard: slider solves (main engine, two sessions' steps at once), ensemble
+#: members (their own engine, beside the slider solves at a lower priority), and the slow first
 #: sensitivity (lowest priority).
-LANES = (Lane("engine", 1, kernel_threads=1), Lane("members", 1, kernel_threads=1, nice=10),
+LANES = (Lane("engine", engine_threads(), kernel_threads=1), Lane("members", 1, kernel_threads=1, nice=10),
          Lane("slow", 1, nice=15))
 
 #: The process's one runner (all sessions of the server share it).

@@ -59,9 +59,10 @@ MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 #: Deepest JSON nesting accepted in an upload (a MultiPolygon in a FeatureCollection is 7 levels).
 MAX_JSON_DEPTH = 32
 
-#: One call at a time into the main engine (the what-if solves, profiles, comparisons, parameter maps):
-#: its caches and work arrays serve one request at a time. The ensemble members are a separate engine
-#: with its own lock (:class:`~proda_engine.products.layers.MemberEnsemble`) and run beside it.
+#: One call at a time for the main engine's other users (comparisons, parameter maps, misfits, the
+#: reference); the what-if solves and profiles no longer take it (the engine locks its own caches).
+#: The ensemble members are a separate engine with its own lock
+#: (:class:`~proda_engine.products.layers.MemberEnsemble`) and run beside it.
 ENGINE_LOCK = threading.Lock()
 
 #: Sites used for the misfit layer and its colour limits (all of the default world's ~2,000 fit easily).
@@ -603,14 +604,15 @@ class ResultStore(param.Parameterized):
     def _compute(self, req: Request) -> Outcome:
         """Phase 1: the solve, the map layer, cards (+ ensemble) and the tapped profile."""
         pert = dict(req.perturbation)
-        with ENGINE_LOCK:
-            result = api.what_if(pert, region=req.region, depth=req.depth, source=req.source, world=self.world)
-            prof = prof0 = None
-            if req.tap is not None:
-                lon, lat = req.tap
-                prof = api.profile(lat, lon, perturbation=pert, source=req.source, world=self.world,
-                                   region=req.region)
-                prof0 = api.profile(lat, lon, perturbation=None, source=req.source, world=self.world)
+        # not under ENGINE_LOCK: the what-if engine locks its own caches and solves in the calling thread,
+        # so the engine lane's two workers solve two sessions' steps at once
+        result = api.what_if(pert, region=req.region, depth=req.depth, source=req.source, world=self.world)
+        prof = prof0 = None
+        if req.tap is not None:
+            lon, lat = req.tap
+            prof = api.profile(lat, lon, perturbation=pert, source=req.source, world=self.world,
+                               region=req.region)
+            prof0 = api.profile(lat, lon, perturbation=None, source=req.source, world=self.world)
         layer, misfit, note = self._layer(req, result, pert)
         ensemble = None
         if has_ensemble(self.world, req.source):

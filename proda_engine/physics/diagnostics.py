@@ -408,7 +408,7 @@ def _nb_bulk_all(X, xw, xhat, inv_tau, eff, lo, up, dz, Wf, num, den, kbar, env,
                        trans)
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@numba.njit(parallel=True, cache=True, error_model="numpy", nogil=True)  # two threads solve at once
 def _nb_solve_bulk(k, frac, lo, up, b, out, block, W, w, inv_tau, eff1, rtol, check_op, soc, stocks, cue, status,
                    xhat, eff, dz, Wf, num, den, kbar, env, trans):
     """:func:`_nb_solve_summaries` plus :func:`_nb_bulk_block` on each block while its X is in cache."""

@@ -276,6 +276,9 @@ class WhatIfEngine:
         parts_budget: bytes of reusable operator pieces to keep (least recently used dropped first).
         lean: keep only the environmental means per source and assemble each operator afresh (for
             ensemble members: ~0.2 GB of cached pieces per source would not fit for five of them).
+
+    Thread-safe: the caches are locked briefly and each solve runs in the calling thread in that thread's
+    own work arrays, so several threads solve different requests at once (the same request once).
     """
 
     def __init__(self, forcing_ds: xr.Dataset | None, sources: Mapping[str, np.ndarray | str], *,
@@ -313,8 +316,14 @@ class WhatIfEngine:
         #: (source, region, mechanism) -> [(log m, log(1 + R))] of realised single-mechanism requests
         self._history: dict[tuple, list[tuple[float, float]]] = {}
         self._masks: OrderedDict[Region, np.ndarray] = OrderedDict()
-        # One engine serves every dashboard session of a process: solves and cache updates are serialised.
+        # One engine serves every dashboard session of a process. The lock guards the caches and is held
+        # only briefly: the solves themselves run outside it, each thread in its own work arrays, so two
+        # threads (two sessions) solve at once; a result already being solved by one thread is waited for.
         self._lock = threading.RLock()
+        #: pieces are built under their own lock (a piece's builder may ask for another piece)
+        self._parts_lock = threading.RLock()
+        #: solve key -> event set when the thread solving it has stored its result
+        self._solving: dict[tuple, threading.Event] = {}
         #: pieces reused between requests (month means, decay rates, transport, sources, parameters),
         #: least recently used first; bounded in bytes (one decay-rate array of the globe is 69 MB)
         self._parts: OrderedDict[tuple, object] = OrderedDict()
@@ -322,8 +331,8 @@ class WhatIfEngine:
         self.parts_budget = parts_budget
         self.cache_size = cache_size
         self.stats = {"solves": 0, "hits": 0, "bulk_iterations": 0}
-        self._work: np.ndarray | None = None  # (7, L, C) state of the last solve, reused
-        self._scratch: dict[str, np.ndarray] = {}
+        #: per-thread work arrays: the (7, L, C) state of the last solve and the operator scratch arrays
+        self._tls = threading.local()
 
     def _coarse_fragments(self) -> np.ndarray | None:
         """CF at 0, 30 and 100 cm (vol %) at the valid cells, (3, C), or None without the covariate."""
@@ -335,23 +344,29 @@ class WhatIfEngine:
 
     # -- caching ---------------------------------------------------------------------------
     def _part(self, key: tuple, make):
-        """The cached piece ``key`` (made with ``make()`` when missing), marked as recently used."""
-        if key in self._parts:
-            self._parts.move_to_end(key)
-            return self._parts[key]
-        value = make()
-        self._parts[key] = value
-        self._parts_bytes += _nbytes(value)
-        while self._parts_bytes > self.parts_budget and len(self._parts) > 1:
-            _, old = self._parts.popitem(last=False)
-            self._parts_bytes -= _nbytes(old)
-        return value
+        """The cached piece ``key`` (made with ``make()`` when missing), marked as recently used.
+
+        Thread-safe: a missing piece is built once, under the pieces' lock (builds are rare: a piece is
+        per source and mechanism value, and the solves that use it run outside the lock)."""
+        with self._parts_lock:
+            if key in self._parts:
+                self._parts.move_to_end(key)
+                return self._parts[key]
+            value = make()
+            self._parts[key] = value
+            self._parts_bytes += _nbytes(value)
+            while self._parts_bytes > self.parts_budget and len(self._parts) > 1:
+                _, old = self._parts.popitem(last=False)
+                self._parts_bytes -= _nbytes(old)
+            return value
 
     def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """A reusable float64 work array (a fresh 69 MB array costs its page faults on every solve)."""
-        buf = self._scratch.get(name)
+        """A reusable float64 work array of the calling thread (a fresh 69 MB array costs its page faults on
+        every solve; one set per thread, so two threads' solves never share one)."""
+        scratch = self._tls.__dict__.setdefault("scratch", {})
+        buf = scratch.get(name)
         if buf is None or buf.shape != shape:
-            buf = self._scratch[name] = np.empty(shape)
+            buf = scratch[name] = np.empty(shape)
         return buf
 
     def _check_source(self, source: str | None) -> str:
@@ -396,22 +411,35 @@ class WhatIfEngine:
                      space: str = "bulk", region: Region | None = None) -> CellResults:
         """Solve (or fetch from cache) every cell for ``source`` under a request (see :meth:`resolve`)."""
         source = self._check_source(source)
-        with self._lock:
-            return self._results_for(source, self.resolve(source, perturbation, space=space, region=region))
+        return self._results_for(source, self.resolve(source, perturbation, space=space, region=region))
 
     def _results_for(self, source: str, solve_key: tuple[str, tuple[float, ...]]) -> CellResults:
+        """The cached solve of ``solve_key``, else solved in the calling thread outside the lock; a key
+        another thread is solving is waited for (one solve per key)."""
         ck = (source, solve_key)
-        with self._lock:
-            if ck in self._results:
-                self._results.move_to_end(ck)
-                self.stats["hits"] += 1
-                return self._results[ck]
+        while True:
+            with self._lock:
+                if ck in self._results:
+                    self._results.move_to_end(ck)
+                    self.stats["hits"] += 1
+                    return self._results[ck]
+                event = self._solving.get(ck)
+                if event is None:
+                    event = self._solving[ck] = threading.Event()
+                    break
+            event.wait()  # stored by the other thread (or it failed, or was evicted at once: solve here)
+        try:
             res = self._solve(source, *solve_key)
-            self._results[ck] = res
-            if len(self._results) > self.cache_size:
-                self._results.popitem(last=False)
-            self.stats["solves"] += 1
+            with self._lock:
+                self._results[ck] = res
+                if len(self._results) > self.cache_size:
+                    self._results.popitem(last=False)
+                self.stats["solves"] += 1
             return res
+        finally:
+            with self._lock:
+                self._solving.pop(ck, None)
+            event.set()
 
     def baseline(self, source: str | None = None) -> CellResults:
         """The unperturbed solve of ``source``."""
@@ -443,16 +471,18 @@ class WhatIfEngine:
             if ck in self._bulk:
                 self._bulk.move_to_end(ck)
                 return self._bulk[ck]
-            sol = self._realise(source, dict(zip(MECHANISMS, key)), region)
+        sol = self._realise(source, dict(zip(MECHANISMS, key)), region)  # its solves run outside the lock
+        with self._lock:
             self._bulk[ck] = sol
             if len(self._bulk) > 512:
                 self._bulk.popitem(last=False)
-            return sol
+        return sol
 
     def _guess(self, source: str, region: Region, mech: str, target: float) -> float:
         """First log-multiplier for log(1 + r) = ``target``: interpolated between earlier realised
         requests of this source (this region first, then any), else the first-order m = 1 + r."""
-        pts = self._history.get((source, region, mech)) or self._history.get((source, None, mech))
+        with self._lock:
+            pts = list(self._history.get((source, region, mech)) or self._history.get((source, None, mech)) or ())
         if not pts:
             return target
         xs = np.array([0.0, *(p[0] for p in pts)])
@@ -467,11 +497,12 @@ class WhatIfEngine:
         return target
 
     def _remember(self, source: str, region: Region, mech: str, x: float, y: float) -> None:
-        for k in ((source, region, mech), (source, None, mech)):
-            pts = self._history.setdefault(k, [])
-            pts.append((x, y))
-            if len(pts) > 40:
-                del pts[0]
+        with self._lock:
+            for k in ((source, region, mech), (source, None, mech)):
+                pts = self._history.setdefault(k, [])
+                pts.append((x, y))
+                if len(pts) > 40:
+                    del pts[0]
 
     def _allocation_multiplier(self, source: str, r: float, sel: np.ndarray) -> float:
         """beta multiplier whose region-mean change of the apparent beta is r (no solve needed: Ī depends
@@ -528,8 +559,9 @@ class WhatIfEngine:
             for m in targets:
                 mult[m] = math.exp(x[m])
             ck = (source, ("mult", multiplier_key(mult)))
-            if ck not in self._results:
-                tried.append(ck)
+            with self._lock:
+                if ck not in self._results:
+                    tried.append(ck)
             res = self._results_for(*ck)
             it += 1
             real = self.realised_change(base, res, sel=sel)
@@ -562,10 +594,11 @@ class WhatIfEngine:
             if not moved:
                 break
             x = new_x
-        self.stats["bulk_iterations"] += it
-        for old in tried[:-1]:  # an intermediate iterate is never asked for again: free its ~16 MB
-            if old != ck:
-                self._results.pop(old, None)
+        with self._lock:
+            self.stats["bulk_iterations"] += it
+            for old in tried[:-1]:  # an intermediate iterate is never asked for again: free its ~16 MB
+                if old != ck:
+                    self._results.pop(old, None)
         realised_ok = [m for m in (*targets, "I") if r[m] != 0.0]
         converged = all(np.isfinite(real[m]) and abs(real[m] - r[m]) <= BULK_TOLERANCE for m in realised_ok)
         if len(targets) == 1 and converged:
@@ -597,11 +630,9 @@ class WhatIfEngine:
                 p, op, op_valid, xhat, cin, abeta = self._theta_operator(source, key)
             else:
                 p, op, op_valid, xhat, cin, abeta = self._mult_operator(source, key)
-            if self._work is None or self._work.shape != tuple(op.k.shape):
-                self._work = np.empty(tuple(op.k.shape))
             # solve, summarise and the stock-weighted bulk processes in one pass over each block of cells
             status, soc, st, bulk = dg.solve_bulk_summaries(op, p, xhat, self.grid, op_valid=op_valid,
-                                                            out=self._work)
+                                                            out=self._buffer("state", tuple(op.k.shape)))
             cue = bulk.pop("cue")
             diags = {**bulk, "cue": cue["whole"]}
         diags["input"] = cin
@@ -723,6 +754,12 @@ class WhatIfEngine:
         """
         keys = {"k": (source, "op:k", q["K"], q["Xi"]), "mix": (source, "op:mix", q["V"]),
                 "src": (source, "op:src", q["I"], q["NPP"])}
+        with self._parts_lock:  # the pieces checked below must not be evicted by another thread meanwhile
+            return self._operator_pieces(source, keys, q, p, f, mods, xd, phi)
+
+    def _operator_pieces(self, source: str, keys: dict[str, tuple], q: dict[str, float], p, f: Forcing, mods, xd,
+                         phi):
+        """:meth:`_operator` under the pieces' lock."""
         if keys["k"] not in self._parts and keys["mix"] in self._parts and keys["src"] in self._parts:
             # only decay rates changed (a K or Xi move): k_pj = k0_p x env_j, env cached per Xi value
             soil_env, litter_env, env_ok = self._part((source, "op:env", q["Xi"]), lambda: _environment(mods, xd))
@@ -807,14 +844,14 @@ class WhatIfEngine:
             raise ValueError(f"unknown depth interval {depth!r}; expected one of {list(DEPTH_INTERVALS)}")
         source = self._check_source(source)
         region = region or Region()
-        with self._lock:
-            solve_key = self.resolve(source, perturbation, space=space, region=region)
-            base = self.baseline(source)
-            pert = self._results_for(source, solve_key)
-            sel = self.cell_mask(region)
-            realised = self.realised_change(base, pert, sel=sel)
-            bulk = self.bulk_solution(source, perturbation, region) if space == "bulk" and any(
-                perturbation_key(perturbation)) else None
+        # no engine-wide lock here: the caches lock themselves and the solves run in the calling thread
+        solve_key = self.resolve(source, perturbation, space=space, region=region)
+        base = self.baseline(source)
+        pert = self._results_for(source, solve_key)
+        sel = self.cell_mask(region)
+        realised = self.realised_change(base, pert, sel=sel)
+        bulk = self.bulk_solution(source, perturbation, region) if space == "bulk" and any(
+            perturbation_key(perturbation)) else None
         interval = "whole profile" if depth == "whole" else depth
         stock, stock0 = self.to_grid(pert.stocks[depth]), self.to_grid(base.stocks[depth])
         maps = xr.Dataset(

@@ -192,3 +192,25 @@ def test_background_lanes_run_at_lower_priority():
     base = os.getpriority(os.PRIO_PROCESS, 0)
     assert os.getpriority(os.PRIO_PROCESS, tid) == min(19, base + 10)
     assert os.getpriority(os.PRIO_PROCESS, main) == base
+
+
+def test_served_engine_lane_solves_two_sessions_at_once(monkeypatch):
+    """The served lanes give the slider solves two workers: a second session's step starts while the
+    first one's is still running (the engine solves outside its cache lock, tests/products/
+    test_whatif_threads.py); PRODA_ENGINE_THREADS sets the count and refuses nonsense."""
+    from dashboard.runner import LANES, engine_threads
+
+    assert next(lane for lane in LANES if lane.name == "engine").threads == 2
+    r = Runner(tuple(lane for lane in LANES if lane.name == "engine"))
+    first, second = Gate(), Gate()
+    r.submit("s1", "what-if", first, 1, lane="engine")
+    r.submit("s2", "what-if", second, 2, lane="engine")
+    assert first.started.wait(TIMEOUT) and second.started.wait(TIMEOUT)
+    first.release.set()
+    second.release.set()
+    monkeypatch.setenv("PRODA_ENGINE_THREADS", "1")
+    assert engine_threads() == 1
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("PRODA_ENGINE_THREADS", bad)
+        with pytest.raises(ValueError, match="PRODA_ENGINE_THREADS"):
+            engine_threads()
