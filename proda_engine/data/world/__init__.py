@@ -40,7 +40,7 @@ Modules (dependencies point up the list; this ``__init__`` re-exports the public
 
 Example
 -------
->>> paths = build_world("/tmp/proda_tiny", region="tiny", n_sites=50)   # doctest: +SKIP
+>>> paths = build_world("proda_tiny", region="tiny", n_sites=50)   # doctest: +SKIP
 >>> xr.open_dataset(paths.forcing)["TSOI"].dims                          # doctest: +SKIP
 ('time', 'levsoi', 'lat', 'lon')
 """
