@@ -298,3 +298,28 @@ LANES = (Lane("engine", engine_threads(), kernel_threads=1), Lane("members", 1, 
 
 #: The process's one runner (all sessions of the server share it).
 RUNNER = Runner(LANES)
+
+
+async def follow_latest(store, kind: str, generation: Callable[[], int], request: Callable[[], Hashable],
+                        compute: Callable, apply: Callable[[Hashable, object], None], what: str) -> None:
+    """Ask :data:`RUNNER` (engine lane, shared cache) for ``compute(request())`` until the answer is current.
+
+    For a view's own query (point query, comparison B): ``generation()`` counts the view's changes; an answer
+    whose generation moved on is asked again with the newest request, a superseded one too. A failure is a
+    message in that session (``store.fail``); a closed session ends the loop. ``store`` needs
+    ``session_id``, ``world`` and ``fail``.
+    """
+    while True:
+        gen, req = generation(), request()
+        try:
+            out = await RUNNER.run(store.session_id, kind, compute, req, key=(kind, store.world, req), lane="engine")
+        except Superseded:  # a newer request of this session took the slot: look again
+            continue
+        except asyncio.CancelledError:  # the session closed
+            return
+        except Exception as exc:
+            store.fail(exc, what)
+            return
+        if gen == generation():
+            apply(req, out)
+            return

@@ -24,3 +24,21 @@ def output_backend() -> str:
 
 # process-wide: HoloViews reads this when it creates each Bokeh figure
 hv.renderer("bokeh").webgl = webgl_enabled()
+
+
+def colorbar_hook(title: str, visible: bool = True):
+    """A plot hook keeping a colour bar's title (label and units) current and hiding it when it means nothing.
+
+    HoloViews creates a colour bar once, with the first frame; the hook runs on every frame. Points coloured
+    by a column keep their bar as ``color_colorbar`` (the misfit points), images as ``colorbar``.
+    """
+
+    def hook(plot, element) -> None:
+        cbar = plot.handles.get("colorbar") or plot.handles.get("color_colorbar")
+        if cbar is not None:
+            if cbar.title != title:
+                cbar.title = title
+            if cbar.visible != visible:
+                cbar.visible = visible
+
+    return hook

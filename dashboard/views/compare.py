@@ -9,8 +9,6 @@ B is solved through ``api.what_if`` through dashboard.runner (latest-only) when 
 
 from __future__ import annotations
 
-import asyncio
-
 import holoviews as hv
 import numpy as np
 import panel as pn
@@ -18,7 +16,7 @@ import param
 
 from dashboard import geo
 from dashboard import store as store_mod
-from dashboard.runner import RUNNER, Superseded
+from dashboard.runner import follow_latest
 from dashboard.safe import escape
 from dashboard.state import VARIABLES, variable_label
 from dashboard.store import MapLayer, ResultStore, make_layer
@@ -127,22 +125,8 @@ class CompareView(pn.viewable.Viewer):
             return
         self._running = True
         try:
-            while True:
-                generation = self._generation
-                request = self.b_request()
-                try:
-                    res = await RUNNER.run(self.store.session_id, "compare-b", self.compute_b, request,
-                                            key=("compare-b", self.store.world, request), lane="engine")
-                except Superseded:  # a newer request of this session took the slot: look again
-                    continue
-                except asyncio.CancelledError:  # the session closed
-                    break
-                except Exception as exc:
-                    self.store.fail(exc, "comparison B")
-                    break
-                if generation == self._generation:
-                    self.result_b = res
-                    break
+            await follow_latest(self.store, "compare-b", lambda: self._generation, self.b_request, self.compute_b,
+                                lambda _req, res: setattr(self, "result_b", res), "comparison B")
         finally:
             self._running = False
 

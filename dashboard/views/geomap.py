@@ -29,7 +29,7 @@ import param
 from dashboard import geo
 from dashboard.state import BOX_PREFIX, parse_box_key
 from dashboard.store import MapLayer, ResultStore, color_limits, ensemble_spread, observed_sites, world_extent
-from dashboard.views import output_backend
+from dashboard.views import colorbar_hook, output_backend
 
 #: Largest frame of the map (px); demo mode asks for more. A fixed frame, not a responsive one: a
 #: responsive figure with a fixed aspect lost its height in the browser on its first update (a tap
@@ -59,21 +59,6 @@ def projected_image(layer: MapLayer, pmap: geo.PixelMap, spread: np.ndarray | No
     xs = np.linspace(x0, x1, pmap.shape[1] * 2 + 1)[1::2]
     ys = np.linspace(y1, y0, pmap.shape[0] * 2 + 1)[1::2]
     return hv.Image((xs, ys[::-1], *[a[::-1] for a in data]), kdims=[_X, _Y], vdims=vdims)
-
-
-def _colorbar_hook(title: str, visible: bool = True):
-    """Keep the colour bar's title (label and units) current and hide it when it means nothing."""
-
-    def hook(plot, element) -> None:
-        # points coloured by a column keep their bar as "color_colorbar"
-        cbar = plot.handles.get("colorbar") or plot.handles.get("color_colorbar")
-        if cbar is not None:
-            if cbar.title != title:
-                cbar.title = title
-            if cbar.visible != visible:
-                cbar.visible = visible
-
-    return hook
 
 
 def _hide_axes(plot, element) -> None:
@@ -222,7 +207,7 @@ class GeoMapView(pn.viewable.Viewer):
                     title=f"{layer.title} · {geo.PROJECTIONS[self.projection].split(' (')[0]}",
                     tools=["hover", "tap", "box_select"], active_tools=["wheel_zoom"],
                     alpha=0.55 if not layer.colorbar else 1.0, hover_tooltips=tips,
-                    hooks=[_colorbar_hook(title, layer.colorbar), self._capture_source, _hide_axes])
+                    hooks=[colorbar_hook(title, layer.colorbar), self._capture_source, _hide_axes])
 
     def _image(self, n: int) -> hv.Image:
         layer = self.store.layer
@@ -266,7 +251,7 @@ class GeoMapView(pn.viewable.Viewer):
             pts = self._points([], [], {"misfit_kg_m3": [], "n_horizons": []}, vd)
         return pts.opts(color="misfit_kg_m3", cmap=MISFIT_CMAP, clim=clim, colorbar=True, size=6,
                         line_color="#333333", line_width=0.4, tools=["hover"], colorbar_position="right",
-                        hooks=[_colorbar_hook("model − observation (kg C m-3)", shown)])
+                        hooks=[colorbar_hook("model − observation (kg C m-3)", shown)])
 
     def _outline(self, region: str) -> hv.Path:
         data = []

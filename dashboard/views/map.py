@@ -26,7 +26,7 @@ import param
 
 from dashboard.state import BOX_PREFIX, parse_box_key
 from dashboard.store import MapLayer, ResultStore, coastline_polyline, color_limits, observed_sites, world_extent
-from dashboard.views import output_backend
+from dashboard.views import colorbar_hook, output_backend
 
 #: Tallest the map gets (px): keeps small, square worlds from filling several screens.
 MAX_HEIGHT = 600
@@ -50,21 +50,6 @@ def layer_image(layer: MapLayer) -> hv.Image:
     """The bare ``hv.Image`` of a layer (no options): what the plot shows and what a data swap sends."""
     vdim = hv.Dimension(layer.variable.replace(":", "_"), label=layer.label, unit=layer.units)
     return hv.Image((layer.lon, layer.lat, layer.values), kdims=[_LON, _LAT], vdims=[vdim])
-
-
-def _colorbar_hook(title: str, visible: bool = True):
-    """HoloViews creates a colour bar once, with the first frame; this hook (run on every frame) keeps
-    its title current and shows it only while it means something (e.g. not under the misfit points)."""
-
-    def hook(plot, element) -> None:
-        cbar = plot.handles.get("colorbar")
-        if cbar is not None:
-            if cbar.title != title:
-                cbar.title = title
-            if cbar.visible != visible:
-                cbar.visible = visible
-
-    return hook
 
 
 class _Frame(param.Parameterized):
@@ -171,7 +156,7 @@ class MapView:
         return dict(cmap=layer.cmap, clim=layer.clim, colorbar=True, clipping_colors={"NaN": "transparent"},
                     title=layer.title, bgcolor="#e3ebf3", tools=["hover", "tap", "box_select"],
                     active_tools=["wheel_zoom"], alpha=0.55 if not layer.colorbar else 1.0,
-                    hooks=[_colorbar_hook(colorbar_title, layer.colorbar), self._capture_source])
+                    hooks=[colorbar_hook(colorbar_title, layer.colorbar), self._capture_source])
 
     def _image(self, n: int) -> hv.Image:
         layer = self.store.layer
@@ -227,7 +212,7 @@ class MapView:
             pts = hv.Points(np.empty((0, 5)), kdims=["lon", "lat"], vdims=vdims)
         return pts.opts(color="misfit_kg_m3", cmap=MISFIT_CMAP, clim=clim, colorbar=True, size=6,
                         line_color="#333333", line_width=0.4, tools=["hover"],
-                        hooks=[_colorbar_hook("model − observation (kg C m-3)", shown)])
+                        hooks=[colorbar_hook("model − observation (kg C m-3)", shown)])
 
     def _marker(self, profile_cell) -> hv.Points:
         """Cross on the land cell whose profile is shown (the nearest one to the tap)."""

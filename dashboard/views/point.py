@@ -11,7 +11,6 @@ while a point is selected re-asks it; a newer step supersedes an older query).
 
 from __future__ import annotations
 
-import asyncio
 import html
 
 import holoviews as hv
@@ -22,7 +21,7 @@ import panel as pn
 import param
 
 from dashboard import store as store_mod
-from dashboard.runner import RUNNER, Superseded
+from dashboard.runner import follow_latest
 from dashboard.state import variable_label
 from dashboard.store import ResultStore
 from dashboard.views import output_backend
@@ -160,25 +159,15 @@ class PointView(pn.viewable.Viewer):
             return
         param.parameterized.async_executor(self._async)
 
+    def _answer(self, key: tuple, query) -> None:
+        self.query, self._done = query, key
+
     async def _async(self) -> None:
         if self._running:  # the running query re-checks the newest key when done
             return
         self._running = True
         try:
-            while True:
-                generation, key = self._generation, self._key()
-                try:
-                    q = await RUNNER.run(self.store.session_id, "point-query", self.compute, key,
-                                          key=("point-query", self.store.world, key), lane="engine")
-                except Superseded:  # a newer query of this session took the slot: look again
-                    continue
-                except asyncio.CancelledError:  # the session closed
-                    break
-                except Exception as exc:
-                    self.store.fail(exc, "point query")
-                    break
-                if generation == self._generation:
-                    self.query, self._done = q, key
-                    break
+            await follow_latest(self.store, "point-query", lambda: self._generation, self._key, self.compute,
+                                self._answer, "point query")
         finally:
             self._running = False
