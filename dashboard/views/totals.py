@@ -34,7 +34,7 @@ def _decimals(value: float, sd: float | None, most: int) -> int:
     return int(min(most, max(0, digits - math.floor(math.log10(ref)))))
 
 
-def _pm(value: float, sd: float | None, sign: bool = False, most: int = 2) -> str:
+def plus_minus(value: float, sd: float | None, sign: bool = False, most: int = 2) -> str:
     """``value ± sd`` with decimals from the s.d. (:func:`_decimals`), or the value alone without one."""
     if value is None or not math.isfinite(value):
         return "–"
@@ -68,20 +68,20 @@ def card_contents(totals: dict | None, uncertainty: dict | None = None) -> dict[
     region = f"{totals['region']}, {depth}"
     members = f" · ± s.d. over {u['n_members']} members" if u else ""
     return {
-        "total": card_html("Total SOC", f"{_pm(totals['total_pg'], sd('total_pg'))} Pg C",
-                           f"{region} · baseline {_pm(totals['baseline_pg'], None)}{members}"),
-        "change": card_html("Change vs baseline", f"{_pm(change, sd('change_pg'), sign=True)} Pg C",
-                            f"{_pm(totals['change_pct'], sd('change_pct'), sign=True)} %"
+        "total": card_html("Total SOC", f"{plus_minus(totals['total_pg'], sd('total_pg'))} Pg C",
+                           f"{region} · baseline {plus_minus(totals['baseline_pg'], None)}{members}"),
+        "change": card_html("Change vs baseline", f"{plus_minus(change, sd('change_pg'), sign=True)} Pg C",
+                            f"{plus_minus(totals['change_pct'], sd('change_pct'), sign=True)} %"
                             + (f" · {totals['n_cells_dropped']:,} cells left the plausible range (excluded)"
                                if totals.get("n_cells_dropped") else ""), tone),
         "turnover-mean": card_html(f"Mean turnover {depth}",
-                                   f"{_pm(totals['turnover_mean_yr'], sd('turnover_mean_yr'), most=1)} yr",
+                                   f"{plus_minus(totals['turnover_mean_yr'], sd('turnover_mean_yr'), most=1)} yr",
                                    f"area-weighted {_fmt(totals['turnover_area_mean_yr'], ',.0f')} yr · "
                                    f"{totals['n_cells']:,} cells · {_fmt(totals['area_mkm2'], ',.2f')} M km²"),
         "turnover-median": card_html(f"Median turnover {depth}",
-                                     f"{_pm(totals['turnover_median_yr'], sd('turnover_median_yr'), most=1)} yr",
+                                     f"{plus_minus(totals['turnover_median_yr'], sd('turnover_median_yr'), most=1)} yr",
                                      "stock / input, unweighted over cells (spec)"),
-        "cue": card_html(f"Mean CUE {depth}", _pm(totals["cue_mean"], sd("cue_mean"), most=3),
+        "cue": card_html(f"Mean CUE {depth}", plus_minus(totals["cue_mean"], sd("cue_mean"), most=3),
                          f"median {_fmt(totals['cue_median'], '.3f')} · area-weighted "
                          f"{_fmt(totals['cue_area_mean'], '.3f')}"),
     }

@@ -236,8 +236,32 @@ def test_demo_steps_drive_the_state(world):
     demo.go(1)  # CUE +10 %
     assert app.state.A == 10 and app.state.variable == "soc_change"
     assert "+" in demo.change.object and "Pg C" in demo.change.object
+    # the big numbers are the cards' numbers (one formatter: the same total reads the same on both pages)
+    import html
+    import re
+
+    from dashboard.views.totals import card_contents
+    cards = card_contents(app.store.result.totals)
+    card_total = re.search(r"proda-card-value\">([^<]*) Pg C", cards["total"]).group(1)
+    card_change = html.unescape(re.search(r"proda-card-value\">([^<]*) Pg C", cards["change"]).group(1))
+    assert f">{card_total} Pg C<" in demo.total.object and f">{card_change} Pg C" in demo.change.object
     demo.go(0)
     assert app.state.A == 0
+
+
+@pytest.mark.parametrize("size, aspect, arrangement", [((1500, 1250), 2.05, "below"), ((1920, 1080), 2.05, "below"),
+                                                      ((1500, 1250), 0.8, "beside"), ((2560, 700), 2.05, "beside")])
+def test_demo_map_fits_the_window(size, aspect, arrangement):
+    """The demo page puts the numbers where the map gets the larger frame, and the frame fits the window."""
+    from dashboard.views.demo import DEMO_HEADER_PX, DEMO_SIDE_PX, demo_layout
+
+    where, max_w, max_h = demo_layout(*size, aspect)
+    assert where == arrangement
+    assert max_w <= size[0] and max_h <= size[1] - DEMO_HEADER_PX
+    width = min(max_w, int(max_h * aspect))
+    # a wide globe on a 1500 x 1250 screen: the map is at least 1.3x as wide as with the numbers beside it
+    if size == (1500, 1250) and aspect > 2:
+        assert width >= 1.3 * min(1500 - DEMO_SIDE_PX, int((1250 - DEMO_HEADER_PX) * aspect))
 
 
 def test_basemap_image_is_one_bitmap_with_transparent_land():

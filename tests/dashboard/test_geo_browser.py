@@ -70,6 +70,25 @@ def test_demo_mode_is_driven_by_the_url(page: Page, served, wait, artifacts):
     assert app.demo.step == 1 and app.state.A == 10
     expect(page.locator(".proda-demo-caption").first).to_contain_text("CUE +10")
     wait(lambda: "Pg C" in app.demo.change.object, page, what="big numbers")
+    # the page reports the window (1500 x 1250 here) and the map's frame is sized to it, with the numbers
+    # beside or below it, whichever gives the map more room (the old fixed 1000 x 700 box filled the top half)
+    from dashboard.views.demo import demo_layout
+
+    wait(lambda: app.demo.viewport.inner_width > 0, page, what="window size reported")
+    vp = page.viewport_size
+    assert (app.demo.viewport.inner_width, app.demo.viewport.inner_height) == (vp["width"], vp["height"])
+    where, _max_w, max_h = demo_layout(vp["width"], vp["height"], app.demo._map_aspect())
+    wait(lambda: app.demo.arrangement == where and app.demo.map.max_height == max_h, page, what="map fitted")
+    width, height = app.demo.map.frame_size()
+    assert height > 700 or width > 1000  # larger than the old fixed box
+    canvas = page.locator(".proda-demo .bk-Canvas").first
+    wait(lambda: (canvas.bounding_box() or {}).get("height", 0) >= 0.9 * height, page, timeout=20,
+         what="the drawn map at its new size")
+    big, box = page.locator(".proda-demo-number").first.bounding_box(), canvas.bounding_box()
+    if where == "below":
+        assert big["y"] > box["y"] + 0.5 * box["height"]
+    else:
+        assert big["x"] > box["x"] + 0.5 * box["width"]
     page.locator(".proda-demo-next button").first.click()
     wait(lambda: app.demo.step == 2 and app.state.K == 10 and app.state.A == 0, page, what="next step")
     wait(lambda: "step=3" in page.url, page, what="step in the URL")
