@@ -6,6 +6,8 @@ session's request is a message in that session only."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import socket
 import threading
 import time
@@ -62,11 +64,27 @@ def served_clients(world: str) -> Iterator[tuple[str, list, list]]:
         pn.state.reset()
 
 
+class _Client:
+    """A Bokeh client session (a tab's websocket), opened and closed on a thread of its own with its own event
+    loop: the sync Playwright of the browser tests leaves a running loop in the test thread."""
+
+    def __init__(self, url: str) -> None:
+        from bokeh.client import pull_session
+
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, initializer=lambda: asyncio.set_event_loop(
+            asyncio.new_event_loop()))
+        self.session = self.pool.submit(pull_session, url=url).result(120)
+
+    def close(self) -> None:
+        try:
+            self.pool.submit(self.session.close).result(60)
+        finally:
+            self.pool.shutdown(wait=False)
+
+
 def _open(url: str, apps: list, n: int, wait_until):
     """Pull a client session (the server builds the n-th app) and wait until its first result is shown."""
-    from bokeh.client import pull_session
-
-    session = pull_session(url=url)
+    session = _Client(url)
     wait_until(lambda: len(apps) >= n and apps[n - 1].store.result is not None, timeout=60,
                what=f"session {n} built")
     return session
