@@ -396,6 +396,14 @@ class ClientSession(threading.Thread):
         return float("nan")
 
 
+#: Bokeh's client connection handles each message one call level deeper (``_handle_messages`` awaits
+#: ``_next``, which awaits the state's ``run``, which awaits ``_handle_messages`` again), so a client session
+#: that received more than ~300 messages died with a RecursionError in a 500-step run. The client threads get
+#: room for that: a deeper recursion limit and a larger thread stack.
+CLIENT_RECURSION_LIMIT = 100_000
+CLIENT_THREAD_STACK = 256 * 2**20
+
+
 def _pages_and_clients(args) -> tuple[int, int]:
     """(Chromium pages, Bokeh client sessions) of a run: all pages, all clients, or ``--browsers`` pages and
     clients for the rest (``--driver mixed``)."""
@@ -456,9 +464,12 @@ async def _run(args, url: str, server) -> None:
         # cost, not the server's), the load-phase sessions above are left to expire
         start = threading.Event()
         sampler = Sampler(server.pid)
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), CLIENT_RECURSION_LIMIT))
+        stack = threading.stack_size(CLIENT_THREAD_STACK)
         clients = [ClientSession(i, url, args, sampler, start) for i in range(n_pages, args.sessions)]
         for c in clients:
             c.start()
+        threading.stack_size(stack)
         await asyncio.to_thread(lambda: [c.ready.wait(300) for c in clients])
         errors = [c.error for c in clients if c.error is not None]
         if errors:
