@@ -309,7 +309,8 @@ class DashboardApp(param.Parameterized):
         if self.geo.compare != "off":
             self.tabs.active = 3
         self.tabs.param.watch(self._on_tab, "active")
-        charts_row = pn.Row(self._profile_slot(), self.tabs, sizing_mode="stretch_width")
+        self.profile_slot = self._profile_slot()
+        charts_row = pn.Row(self.profile_slot, self.tabs, sizing_mode="stretch_width")
         # the scenario's summary, trajectory and change map get a full-width row of their own; it and the
         # chart row are built after the page has loaded (defer_load), so cards and map show first
         # (a plain function: a Parameterized's method would be re-run on every change of its parameters)
