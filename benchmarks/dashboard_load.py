@@ -84,16 +84,45 @@ async ([t0, limit]) => {
 """
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the server's forked processes with ``--num-procs``)."""
+    parent: dict[int, int] = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                parent[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += [c for c, pp in parent.items() if pp == p]
+    return out
+
+
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) of the server: ``pid`` and its forked processes."""
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory (MB) of the server: ``pid`` and its forked processes (shared pages counted in each)."""
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:")), 0.0)
+    return total
 
 
 class Sampler(threading.Thread):
@@ -116,12 +145,42 @@ def _pct(values: list[float], q: float) -> float:
     return v[min(len(v) - 1, math.ceil(q * len(v)) - 1)] if v else float("nan")
 
 
+#: "Interactive", checked on the page's own Bokeh views (not just elements in the DOM): the total card shows
+#: a number, the map's figure has painted with its image data, and the sliders' views are rendered with the
+#: document connected (the page's first slider step then measures that a step works).
+READY_JS = """
+() => {
+  if (!(window.Bokeh && Bokeh.documents.length > 0)) return false;
+  const sub = (v) => {
+    const out = [];
+    const walk = (x) => { out.push(x); for (const c of x.children()) walk(c); };
+    walk(v);
+    return out;
+  };
+  const all = [...Bokeh.index].flatMap(sub);
+  const cls = (c) => all.filter(v => (v.model.css_classes || []).includes(c));
+  const map = cls("proda-map")[0];
+  if (!map) return false;
+  const views = sub(map);
+  const images = views.filter(v => v.model.type === "GlyphRenderer" && v.model.glyph.type === "Image");
+  const painted = views.filter(v => v.model.type === "Figure" || v.model.type === "Plot").every(v => v.has_finished())
+    && images.length > 0 && images.every(v => v.has_finished() && (v.model.data_source.data.image || []).length > 0);
+  const card = cls("card-total")[0];
+  if (!painted || !card || !card.has_finished()) return false;
+  const html = document.createElement("div");
+  html.innerHTML = card.model.text;  // the pane's text is escaped HTML: decode it once, then read the value
+  const inner = document.createElement("div");
+  inner.innerHTML = html.textContent;
+  const value = inner.querySelector(".proda-card-value");
+  const sliders = cls("slider-A");
+  return !!value && /[0-9]/.test(value.textContent) && sliders.length > 0 && sliders.every(v => v.has_finished());
+}
+"""
+
+
 async def _ready(page, timeout_ms: float = 120_000) -> None:
-    """Cards, map canvas and sliders on screen, Bokeh document connected."""
-    await page.locator(".card-total").first.wait_for(state="visible", timeout=timeout_ms)
-    await page.locator(".proda-map .bk-Canvas").first.wait_for(state="visible", timeout=timeout_ms)
-    await page.locator(".slider-A .noUi-handle").first.wait_for(state="visible", timeout=timeout_ms)
-    await page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0", timeout=timeout_ms)
+    """Interactive (:data:`READY_JS`), then the paint that follows."""
+    await page.wait_for_function(READY_JS, timeout=timeout_ms, polling=50)
     await page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
 
 
@@ -168,6 +227,75 @@ def _pause(i: int, n: int, pause: float) -> float:
     return pause * (0.5 + ((i * 7919 + n * 104729) % 1000) / 1000)
 
 
+async def _raw_open(url: str, mechanism: str, t0: float):
+    """Open a session the way a page does, without any client-side decoding: connect the websocket with a
+    new session token, receive the server's ``ACK``, ask for the document (``PULL-DOC-REQ``) and time
+    until the whole reply has arrived; then announce ``DocumentReady`` as BokehJS does once rendered (the
+    server then builds the deferred rows, as for a real page). Returns (socket, seconds since ``t0``,
+    interactive), where interactive means the reply holds what a page needs (:func:`_doc_interactive`).
+
+    This is the server's part of a page load: the session build, its serialisation and the transfer, with
+    no Python or browser decoding on this machine's two cores."""
+    from bokeh.client.websocket import WebSocketClientConnectionWrapper
+    from bokeh.document import Document
+    from bokeh.document.events import MessageSentEvent
+    from bokeh.events import DocumentReady
+    from bokeh.protocol import Protocol
+    from bokeh.protocol.receiver import Receiver
+    from bokeh.util.token import generate_jwt_token, generate_session_id
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    protocol = Protocol()
+    receiver = Receiver(protocol)
+    raw = await websocket_connect(HTTPRequest(url.replace("http", "ws", 1) + "ws"),
+                                  subprotocols=["bokeh", generate_jwt_token(generate_session_id())],
+                                  max_message_size=512 * 2**20)
+    ws = WebSocketClientConnectionWrapper(raw)
+
+    async def receive(msgtype: str):
+        while True:
+            fragment = await raw.read_message()
+            if fragment is None:
+                raise RuntimeError(f"the server closed the websocket before {msgtype}")
+            msg = await receiver.consume(fragment)
+            if msg is not None and msg.msgtype == msgtype:
+                return msg
+
+    await receive("ACK")
+    await protocol.create("PULL-DOC-REQ").send(ws)
+    reply = await receive("PULL-DOC-REPLY")
+    seconds = time.monotonic() - t0
+    interactive = _doc_interactive(reply.content["doc"], mechanism)
+    ready = MessageSentEvent(Document(), "bokeh_event", DocumentReady())
+    await protocol.create("PATCH-DOC", [ready]).send(ws)
+    return raw, seconds, interactive
+
+
+def _models(node):
+    """Every serialised model (a dict with ``attributes``) in a pulled document's JSON."""
+    if isinstance(node, dict):
+        if "attributes" in node:
+            yield node
+        for v in node.values():
+            yield from _models(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _models(v)
+
+
+def _doc_interactive(doc: dict, mechanism: str) -> bool:
+    """A pulled document (JSON) holds an interactive page: the total card shows a number, the map's image
+    source has data, and the session's slider exists (:data:`READY_JS` without the painting)."""
+    by_class = {c: m for m in _models(doc) for c in (m["attributes"].get("css_classes") or [])}
+    card = by_class.get("card-total", {"attributes": {}})
+    text = html.unescape(html.unescape(card["attributes"].get("text", "") or ""))
+    value = text.split("proda-card-value", 1)[-1][:80]
+    images = [m for m in _models(doc) if m.get("name") == "ColumnDataSource"
+              and "image" in str(m["attributes"].get("data", ""))]
+    return any(ch.isdigit() for ch in value) and bool(images) and f"slider-{mechanism}" in by_class
+
+
 class ClientSession(threading.Thread):
     """One viewer as a Bokeh client (``--driver client``): pulls a new session of the served app, then steps
     its slider model; a step ends when the map data and a card's text patches of the server
@@ -178,12 +306,10 @@ class ClientSession(threading.Thread):
         self.i, self.url, self.args, self.sampler, self.start_steps = i, url, args, sampler, start
         self.mechanism = MECHANISMS[i % len(MECHANISMS)]
         self.sign = 1 if (i // len(MECHANISMS)) % 2 == 0 else -1
-        self.load_s = float("nan")
         self.latency_ms: list[float] = []
         self.position = 0
         self.final_text, self.final_ok, self.error = "", False, None
         self.ready = threading.Event()
-        self.t0 = time.monotonic()
 
     def run(self) -> None:
         try:
@@ -202,7 +328,6 @@ class ClientSession(threading.Thread):
         from bokeh.events import DocumentReady
 
         session = pull_session(url=self.url, io_loop=io)
-        self.load_s = time.monotonic() - self.t0
         doc = session.document
         # what BokehJS sends once the page is rendered: Panel then runs the onload work (deferred rows) and
         # from then on sends model changes made outside the document lock (the map's data swap)
@@ -245,7 +370,7 @@ class ClientSession(threading.Thread):
                 if self.sampler is not None:
                     self.sampler.steps += 1
             wants = (f"{SYMBOL[self.mechanism]} {self.position:+.1f} %", f"asked {self.position:+d} %")
-            for _ in range(150):
+            for _ in range(150 if self.args.steps else 0):
                 if any(w in html.unescape(html.unescape(realised.text or "")) for w in wants):
                     break
                 await asyncio.sleep(0.2)
@@ -271,78 +396,108 @@ class ClientSession(threading.Thread):
         return float("nan")
 
 
-def _run_client(args, url: str, server: subprocess.Popen) -> None:
-    """``--driver client``: the sessions as Bokeh clients (see :class:`ClientSession`)."""
+#: Bokeh's client connection handles each message one call level deeper (``_handle_messages`` awaits
+#: ``_next``, which awaits the state's ``run``, which awaits ``_handle_messages`` again), so a client session
+#: that received more than ~300 messages died with a RecursionError in a 500-step run. The client threads get
+#: room for that: a deeper recursion limit and a larger thread stack.
+CLIENT_RECURSION_LIMIT = 100_000
+CLIENT_THREAD_STACK = 256 * 2**20
+
+
+def _pages_and_clients(args) -> tuple[int, int]:
+    """(Chromium pages, Bokeh client sessions) of a run: all pages, all clients, or ``--browsers`` pages and
+    clients for the rest (``--driver mixed``)."""
+    pages = {"chromium": args.sessions, "client": 0, "mixed": min(args.browsers, args.sessions)}[args.driver]
+    return pages, args.sessions - pages
+
+
+async def _run(args, url: str, server) -> None:
+    """Open the sessions (one on the warm server, then all at once), step them, report.
+
+    Chromium pages and Bokeh client sessions run in the same stretch of time: the pages in this event loop
+    (Playwright), each client in its own thread; sessions ``0 .. pages-1`` are pages, the rest clients, so
+    each session still moves its own slider."""
     import panel.models  # noqa: F401  (registers Panel's Bokeh models, so a client can decode the document)
 
-    go = threading.Event()
-    warm = ClientSession(0, url, argparse.Namespace(steps=0, pause=0, limit=args.limit), None, go)
-    go.set()
-    warm.start()
-    warm.join(300)
-    one = ClientSession(0, url, argparse.Namespace(steps=0, pause=0, limit=args.limit), None, go)
-    one.start()
-    one.join(300)
-    print(f"session load, one client session on the warm server: {one.load_s * 1000:.0f} ms")
-    time.sleep(3)
-    start = threading.Event()
-    sampler = Sampler(server.pid)
-    sessions = [ClientSession(i, url, args, sampler, start) for i in range(args.sessions)]
-    for s in sessions:
-        s.start()
-    for s in sessions:
-        s.ready.wait(300)
-    errors = [s.error for s in sessions if s.error is not None]
-    if errors:
-        raise RuntimeError(f"client sessions failed: {errors}")
-    loads = [s.load_s for s in sessions]
-    print(f"session load, {args.sessions} client sessions opened at once: all pulled after {max(loads):.1f} s "
-          f"(median {statistics.median(loads):.1f} s)")
-    time.sleep(5)
-    rss0, cpu0, wall0, load0 = _rss_mb(server.pid), _cpu_seconds(server.pid), time.monotonic(), os.getloadavg()
-    sampler.start()
-    start.set()
-    for s in sessions:
-        s.join()
-    wall, cpu = time.monotonic() - wall0, _cpu_seconds(server.pid) - cpu0
-    sampler.stop.set()
-    load1 = os.getloadavg()
-    errors = [s.error for s in sessions if s.error is not None]
-    if errors:
-        raise RuntimeError(f"client sessions failed: {errors}")
-    results = [{"session": s.i, "mechanism": s.mechanism, "position": s.position, "latency_ms": s.latency_ms,
-                "final_ok": s.final_ok, "final_text": s.final_text} for s in sessions]
-    _report(args, results, sampler, rss0, cpu, wall, load0, load1)
+    n_pages, n_clients = _pages_and_clients(args)
+    pw = browser = None
+    if n_pages:
+        from playwright.async_api import async_playwright
 
-
-async def _run(args, url: str, server: subprocess.Popen) -> None:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
+        pw = await async_playwright().start()
         browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        # warm page: the first session after start-up pays per-process costs; then one timed page alone
-        page, _ = await _open(browser, url, time.monotonic())
-        await page.close()
-        _, one = await _open(browser, url, time.monotonic())
-        print(f"page load, one page on the warm server: {one * 1000:.0f} ms (target <= 2000 ms)")
-        await asyncio.sleep(3)
-        t0 = time.monotonic()
-        opened = await asyncio.gather(*(_open(browser, url, t0) for _ in range(args.sessions)))
-        loads = [t for _, t in opened]
-        print(f"page load, {args.sessions} pages opened at once: all interactive after {max(loads):.1f} s "
-              f"(median {statistics.median(loads):.1f} s; target <= 10 s)")
-        pages = [p for p, _ in opened]
-        await asyncio.sleep(5)  # let the deferred chart and scenario rows of every page finish
+    try:
+        # the first session after start-up pays per-process costs: one of each kind first, untimed
+        if n_pages:
+            page, _ = await _open(browser, url, time.monotonic())
+            await page.close()
+            page, one = await _open(browser, url, time.monotonic())
+            await page.close()
+            print(f"page load, one Chromium page on the warm server: {one * 1000:.0f} ms (target <= 2000 ms)")
+            await asyncio.sleep(3)
+        if n_clients:
+            for _ in range(2):  # the first one after the page(s) is not timed either
+                raw, one, ok = await _raw_open(url, MECHANISMS[0], time.monotonic())
+                raw.close()
+            print(f"session load, one client session on the warm server: {one * 1000:.0f} ms (document received; "
+                  f"interactive: {ok})")
+            await asyncio.sleep(3)
+        cpu0, t0 = _cpu_seconds(server.pid), time.monotonic()
+        kinds = await asyncio.gather(*(_open(browser, url, t0) for _ in range(n_pages)),
+                                     *(_raw_open(url, MECHANISMS[i % len(MECHANISMS)], t0)
+                                       for i in range(n_pages, args.sessions)))
+        wall_load, cpu_load = time.monotonic() - t0, _cpu_seconds(server.pid) - cpu0
+        opened, raws = kinds[:n_pages], kinds[n_pages:]
+        page_loads, client_loads = [t for _, t in opened], [t for _, t, _ in raws]
+        print(f"{args.sessions} sessions opened at once ({n_pages} Chromium pages, {n_clients} client sessions): all "
+              f"interactive after {max(page_loads + client_loads):.1f} s (target <= 10 s); server CPU "
+              f"{cpu_load:.1f} s in {wall_load:.1f} s")
+        if page_loads:
+            print(f"  Chromium pages: max {max(page_loads):.1f} s, median {statistics.median(page_loads):.1f} s")
+        if client_loads:
+            print(f"  client sessions (document received): max {max(client_loads):.1f} s, median "
+                  f"{statistics.median(client_loads):.1f} s; {sum(ok for *_, ok in raws)} of {n_clients} with a "
+                  "value, map data and slider")
+        for raw, *_ in raws:
+            raw.close()
+        # the stepping client sessions: pulled and decoded now (not timed; their decoding is this process's
+        # cost, not the server's), the load-phase sessions above are left to expire
+        start = threading.Event()
         sampler = Sampler(server.pid)
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), CLIENT_RECURSION_LIMIT))
+        stack = threading.stack_size(CLIENT_THREAD_STACK)
+        clients = [ClientSession(i, url, args, sampler, start) for i in range(n_pages, args.sessions)]
+        for c in clients:
+            c.start()
+        threading.stack_size(stack)
+        await asyncio.to_thread(lambda: [c.ready.wait(300) for c in clients])
+        errors = [c.error for c in clients if c.error is not None]
+        if errors:
+            raise RuntimeError(f"client sessions failed: {errors}")
+        pages = [p for p, _ in opened]
+        await asyncio.sleep(5)  # let the deferred chart and scenario rows of every session finish
         rss0, cpu0, wall0, load0 = _rss_mb(server.pid), _cpu_seconds(server.pid), time.monotonic(), os.getloadavg()
         sampler.start()
-        results = await asyncio.gather(*(_session(i, p, args.steps, args.pause, sampler, args.limit * 1000)
-                                         for i, p in enumerate(pages)))
+        start.set()
+        results = list(await asyncio.gather(*(_session(i, p, args.steps, args.pause, sampler, args.limit * 1000)
+                                              for i, p in enumerate(pages))))
+        await asyncio.to_thread(lambda: [c.join() for c in clients])
         wall, cpu = time.monotonic() - wall0, _cpu_seconds(server.pid) - cpu0
         sampler.stop.set()
         load1 = os.getloadavg()
         await asyncio.gather(*(_final_state(r) for r in results))
-        await browser.close()
+        errors = [c.error for c in clients if c.error is not None]
+        if errors:
+            raise RuntimeError(f"client sessions failed: {errors}")
+        for r in results:
+            r["kind"] = "Chromium page"
+        results += [{"session": c.i, "mechanism": c.mechanism, "position": c.position, "latency_ms": c.latency_ms,
+                     "final_ok": c.final_ok, "final_text": c.final_text, "kind": "client"} for c in clients]
+    finally:
+        if browser is not None:
+            await browser.close()
+        if pw is not None:
+            await pw.stop()
     _report(args, results, sampler, rss0, cpu, wall, load0, load1)
 
 
@@ -356,9 +511,16 @@ def _report(args, results: list[dict], sampler: Sampler, rss0: float, cpu: float
     if lat:
         print(f"step latency: median {statistics.median(lat):.0f} ms, p95 {_pct(lat, 0.95):.0f} ms, "
               f"max {max(lat):.0f} ms (targets: median <= 500, p95 <= 1500)")
+    kinds = sorted({r.get("kind", "") for r in results})
+    if len(kinds) > 1:  # mixed: the pages' browser-side times beside the clients' server-side ones
+        for kind in kinds:
+            v = [x for r in results if r.get("kind") == kind for x in r["latency_ms"] if x == x]
+            if v:
+                print(f"  {kind}s: {len(v)} steps, median {statistics.median(v):.0f} ms, p95 {_pct(v, 0.95):.0f} ms, "
+                      f"max {max(v):.0f} ms")
     for r in results:
         v = [x for x in r["latency_ms"] if x == x]
-        print(f"  session {r['session']} ({r['mechanism']} {r['position']:+d} %): median "
+        print(f"  session {r['session']} [{r.get('kind', '')}] ({r['mechanism']} {r['position']:+d} %): median "
               f"{statistics.median(v) if v else float('nan'):.0f} ms, {len(r['latency_ms']) - len(v)} lost, "
               f"final state "
               f"{'ok' if r['final_ok'] else 'WRONG: ' + r['final_text']!s}")
@@ -385,15 +547,18 @@ def main() -> None:
     ap.add_argument("--pause", type=float, default=1.0,
                     help="mean seconds a viewer waits between steps (uniform 0.5-1.5 x this)")
     ap.add_argument("--limit", type=float, default=60.0, help="seconds after which a step counts as lost")
-    ap.add_argument("--driver", choices=("chromium", "client"), default="chromium",
-                    help="real Chromium pages, or Bokeh client sessions (server cost without the renderers)")
+    ap.add_argument("--driver", choices=("chromium", "client", "mixed"), default="chromium",
+                    help="real Chromium pages, Bokeh client sessions (server cost without the renderers), or "
+                         "--browsers Chromium pages beside client sessions for the rest")
+    ap.add_argument("--browsers", type=int, default=1, help="Chromium pages of --driver mixed (default 1)")
     ap.add_argument("--url", default=None, help="drive an already running server at this URL (CPU/RSS of --pid)")
     ap.add_argument("--pid", type=int, default=None, help="process id of the server given by --url")
     ap.add_argument("--num-procs", type=int, default=1,
-                    help="server processes (Bokeh's num_procs: forked after the warm-up; CPU/RSS of the parent only)")
+                    help="server processes (Bokeh's num_procs: forked, then each warmed; CPU/RSS summed over them)")
     args = ap.parse_args()
-    run = (lambda u, srv: _run_client(args, u, srv)) if args.driver == "client" else (
-        lambda u, srv: asyncio.run(_run(args, u, srv)))
+    def run(u: str, srv) -> None:
+        asyncio.run(_run(args, u, srv))
+
     if args.url:
         if args.pid is None:
             ap.error("--url needs --pid (the server's process id, for its CPU and RSS)")

@@ -16,6 +16,8 @@ import gc
 import ipaddress
 import logging
 import os
+import threading
+import time
 import urllib.parse
 
 import panel as pn
@@ -272,6 +274,24 @@ class DashboardApp(param.Parameterized):
         else:
             pn.state.notifications.error(text, duration=6000)
 
+    def _profile_slot(self) -> pn.Column:
+        """The profile chart's place: a line of text until the first tap, then the chart.
+
+        Before a tap the chart was an empty figure saying "tap the map": a HoloViews render (~0.05 s of the
+        server's event loop per new session, ~40 Bokeh models) for a sentence."""
+        if self.store.profile is not None:
+            return pn.Column(self.profile.pane, sizing_mode="stretch_width")
+        hint = pn.pane.Markdown("**SOC profile**: tap the map for the profile of a cell (what-if and baseline).",
+                                min_height=300, sizing_mode="stretch_width", css_classes=["proda-profile-hint"])
+        slot = pn.Column(hint, sizing_mode="stretch_width")
+
+        def show(event: param.parameterized.Event) -> None:
+            if event.new is not None and slot.objects[0] is hint:
+                slot[:] = [self.profile.pane]
+
+        self.store.param.watch(show, "profile")
+        return slot
+
     def _template(self) -> pn.template.FastListTemplate:
         if self._startup_message:
             self.store.message = self._startup_message
@@ -289,7 +309,8 @@ class DashboardApp(param.Parameterized):
         if self.geo.compare != "off":
             self.tabs.active = 3
         self.tabs.param.watch(self._on_tab, "active")
-        charts_row = pn.Row(self.profile.pane, self.tabs, sizing_mode="stretch_width")
+        self.profile_slot = self._profile_slot()
+        charts_row = pn.Row(self.profile_slot, self.tabs, sizing_mode="stretch_width")
         # the scenario's summary, trajectory and change map get a full-width row of their own; it and the
         # chart row are built after the page has loaded (defer_load), so cards and map show first
         # (a plain function: a Parameterized's method would be re-run on every change of its parameters)
@@ -416,18 +437,32 @@ def server_options(address: str = "127.0.0.1", port: int = 5006,
                 transforms=[security_headers_transform()])
 
 
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """In a forked server process: exit when the supervising parent has gone (tornado's supervisor does not
+    pass its SIGTERM on, so the children of a stopped server kept serving)."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(0)
+
+
 def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, world: str | None = None,
-          allow_websocket_origin: list[str] | None = None, **kwargs) -> None:
+          allow_websocket_origin: list[str] | None = None, num_procs: int = 1, **kwargs) -> None:
     """Warm the engine, then serve the dashboard (blocking). Binds to 127.0.0.1 unless told otherwise.
 
     On any other address the websocket origins are explicit (:func:`websocket_origins`; a wildcard
     bind needs ``allow_websocket_origin``), and every response carries :data:`SECURITY_HEADERS`.
+
+    ``num_procs`` > 1 forks that many server processes sharing the port (Bokeh's ``num_procs``; each builds
+    its sessions on its own event loop and core) and warms each one *after* the fork: numba's GNU OpenMP
+    layer refuses to run in a child forked after the parent used it ("fork() called from a process already
+    using GNU OpenMP, this is unsafe"), and the runner's worker threads do not exist in a child, so a
+    warm-up before the fork left the children unable to solve. Each process holds its own engine and
+    caches (no result is shared between processes).
     """
     legacy = kwargs.pop("websocket_origin", None)  # pn.serve's name for the same list
     options = server_options(address, port, allow_websocket_origin or legacy)
     if world is not None:
         os.environ["PRODA_WORLD"] = world  # api.world_name() and the footer follow the served world
-    warm(world)
     if not is_loopback(address):
         log.warning("serving beyond this machine on %s:%s; websocket origins allowed: %s", address, port,
                     ", ".join(options["websocket_origin"]))
@@ -436,7 +471,17 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, worl
         # a plain function (not functools.partial): pn.serve only calls FunctionType objects per session
         return create_app(world)
 
-    pn.serve(session, show=show, title=TITLE, **options, **kwargs)
+    if num_procs == 1:
+        warm(world)
+        pn.serve(session, show=show, title=TITLE, **options, **kwargs)
+        return
+    # tornado forks in the server's constructor; the parent stays there supervising the children, and each
+    # child continues here: warm it, then start serving (the port answers once its first child is warm)
+    server = pn.serve(session, show=False, title=TITLE, start=False, num_procs=num_procs, **options, **kwargs)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="proda-parent-watch").start()
+    warm(world)
+    server.start()
+    server.io_loop.start()
 
 
 if pn.state.served:
