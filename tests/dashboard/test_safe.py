@@ -163,3 +163,14 @@ def test_serve_command_takes_websocket_origins():
                                       "--allow-websocket-origin", "b.example:8443"])
     assert args.allow_websocket_origin == ["a.example", "b.example:8443"]
     assert build_parser().parse_args(["serve"]).address == "127.0.0.1"
+
+
+def test_serve_command_takes_server_processes(capsys):
+    """`proda serve --num-procs N` reaches dashboard.app.serve (forks N warmed processes); N < 1 is refused
+    before any world is built or trained."""
+    from proda_engine.cli import build_parser, main
+
+    assert build_parser().parse_args(["serve"]).num_procs == 1
+    assert build_parser().parse_args(["serve", "--num-procs", "2"]).num_procs == 2
+    assert main(["serve", "--num-procs", "0", "--no-train"]) == 2
+    assert "--num-procs must be >= 1, found 0" in capsys.readouterr().err
