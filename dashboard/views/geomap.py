@@ -30,6 +30,7 @@ from dashboard import geo
 from dashboard.state import BOX_PREFIX, parse_box_key
 from dashboard.store import MapLayer, ResultStore, color_limits, ensemble_spread, observed_sites, world_extent
 from dashboard.views import colorbar_hook, output_backend
+from dashboard.views.detail import DetailView, detail_quadmesh, rasterized
 
 #: Largest frame of the map (px); demo mode asks for more. A fixed frame, not a responsive one: a
 #: responsive figure with a fixed aspect lost its height in the browser on its first update (a tap
@@ -80,9 +81,10 @@ class GeoMapView(pn.viewable.Viewer):
     max_height = param.Integer(default=MAX_HEIGHT, doc="Tallest the map's frame gets (px).")
     max_width = param.Integer(default=MAX_WIDTH, doc="Widest the map's frame gets (px).")
 
-    def __init__(self, store: ResultStore, **params) -> None:
+    def __init__(self, store: ResultStore, detail: DetailView | None = None, **params) -> None:
         super().__init__(**params)
         self.store = store
+        self.detail = detail
         self.extent = world_extent(store.world)
         self._sources: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._shown: tuple | None = None
@@ -92,6 +94,8 @@ class GeoMapView(pn.viewable.Viewer):
         self.tap_stream.add_subscriber(self._on_tap)
         self.bounds_stream = hv.streams.BoundsXY(bounds=None)
         self.bounds_stream.add_subscriber(self._on_bounds)
+        self.range_stream = hv.streams.RangeXY()
+        self.range_stream.add_subscriber(self._on_range)
         self.pane = pn.pane.HoloViews(self._overlay(), css_classes=["proda-map", "proda-geomap"],
                                       linked_axes=False)
         self.param.watch(self._rebuild, ["projection", "max_height", "max_width"])
@@ -170,6 +174,32 @@ class GeoMapView(pn.viewable.Viewer):
         ll = self.lonlat(x, y)
         if ll is not None:
             self.store.set_tap(*ll)
+
+    def _on_range(self, x_range, y_range) -> None:
+        """The plot's projected view -> the detail's lon/lat view (the box around the view's edges)."""
+        if self.detail is None:
+            return
+        if x_range is None or y_range is None or None in (*x_range, *y_range):
+            self.detail.set_view(None)
+            return
+        (x0, x1), (y0, y1) = x_range, y_range
+        t = np.linspace(0, 1, 25)
+        xs = np.concatenate([x0 + (x1 - x0) * t, np.full_like(t, x1), x0 + (x1 - x0) * t, np.full_like(t, x0)])
+        ys = np.concatenate([np.full_like(t, y0), y0 + (y1 - y0) * t, np.full_like(t, y1), y0 + (y1 - y0) * t])
+        lon, lat = geo.to_lonlat(self.projection, xs, ys)
+        if np.isnan(lon).any():  # the view reaches off the globe: it shows the globe's edge, not a small area
+            self.detail.set_view(None)
+            return
+        self.detail.set_view((float(lon.min()), float(lon.max()), float(lat.min()), float(lat.max())))
+
+    def _detail(self, data) -> hv.QuadMesh:
+        """The detail as a projected QuadMesh for Datashader (an empty one when hidden)."""
+        if data is None:
+            x0, x1, y0, y1 = self.bounds()
+            # 2 x 2 cells: Datashader's quadmesh needs at least two along each axis
+            return hv.QuadMesh((np.linspace(x0, x1, 3), np.linspace(y0, y1, 3), np.full((2, 2), np.nan)),
+                               kdims=[_X, _Y], vdims=["detail"])
+        return detail_quadmesh(data, self.projection, [_X, _Y])
 
     def _on_bounds(self, bounds) -> None:
         if bounds is None:
@@ -292,6 +322,12 @@ class GeoMapView(pn.viewable.Viewer):
         image = hv.DynamicMap(self._image, streams=[hv.streams.Params(self._frame, ["n"])])
         self.tap_stream.source = image
         self.bounds_stream.source = image
+        self.range_stream.source = image
+        layers = image
+        if self.detail is not None:  # the 0.05° detail (dashboard.views.detail), under the basemap's lines
+            self.detail.set_view(None)
+            fine = hv.DynamicMap(self._detail, streams=[hv.streams.Params(self.detail, ["data"])])
+            layers = image * rasterized(fine, self.detail)
         over = self.basemap_layer()
         outline = hv.DynamicMap(self._outline, streams=[hv.streams.Params(store.state, ["region"])])
         marker = hv.DynamicMap(self._marker, streams=[hv.streams.Params(store, ["profile_cell"])])
@@ -300,7 +336,7 @@ class GeoMapView(pn.viewable.Viewer):
         x0, x1, y0, y1 = self.bounds()
         pad = 0.02 * max(x1 - x0, y1 - y0)
         width, height = self.frame_size()
-        return (image * over * sites * misfit * outline * marker).opts(
+        return (layers * over * sites * misfit * outline * marker).opts(
             hv.opts.Overlay(xlim=(x0 - pad, x1 + pad), ylim=(y0 - pad, y1 + pad), frame_width=width,
                             frame_height=height, xaxis=None, yaxis=None,
                             bgcolor=LAND, backend_opts={"plot.output_backend": output_backend()}))

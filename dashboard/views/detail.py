@@ -1,0 +1,220 @@
+"""Zoom for detail (issue 17): the current what-if at 0.05° over the map's view, on top of the coarse map.
+
+One :class:`DetailView` per session is shared by both maps (only one is on screen). The map tells it its
+view (``set_view``: a lon/lat box from the plot's ``RangeXY``); when the view holds at most
+:attr:`DetailView.max_cells` cells at 0.05° (250,000 by default: a 25° x 25° view), the view asks
+``api.detail_map`` for the map's variable under the **same bulk multipliers** the coarse what-if realised
+(``store.result.multipliers``), through the runner's ``slow`` lane, latest-only per session. The answer is
+drawn by Datashader at screen resolution with the coarse layer's colour map and limits: the lon/lat map
+regrids an ``hv.Image``; the projected map rasterizes an ``hv.QuadMesh`` of the fine cells' projected centres
+(:func:`detail_quadmesh`). Zooming back out hides the detail.
+
+A slider step changes nothing on the coarse path: the store applies the step (the map swaps its image data as
+before), then this view sees the new ``version`` and asks for the detail of the new multipliers; the detail
+of the previous step stays on screen, marked "updating", until the new one arrives. Detail tiles are cached in
+the engine (:data:`proda_engine.products.highres.TILE_CACHE`), so panning back or returning to a slider
+position is a look-up.
+
+The fine forcing is derived (nearest-neighbour refinement + synthetic sub-grid variability), and the status
+line says so next to every detail.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from dashboard.runner import follow_latest
+from dashboard.store import ResultStore, world_extent
+from proda_engine import api
+
+#: Resolution of the detail (degrees).
+RESOLUTION = 0.05
+#: Map variables with a 0.05° detail (the what-if's own maps; CUE of the whole profile only).
+DETAIL_VARIABLES = ("soc_stock", "soc_change", "turnover", "cue")
+ZOOM_IN = f"zoom in for {RESOLUTION:g}° detail"
+
+
+def snap_view(bbox: tuple[float, float, float, float], extent: tuple[float, float, float, float],
+              resolution: float = RESOLUTION) -> tuple[float, float, float, float] | None:
+    """The view ``(lon0, lon1, lat0, lat1)`` clipped to the world's ``extent`` and widened to whole fine cells
+    (edges on the world's fine grid), so nearby views ask the same request; None if it misses the world."""
+    lon0, lon1, lat0, lat1 = bbox
+    e_lon0, e_lon1, e_lat0, e_lat1 = extent
+    lon0, lon1 = max(lon0, e_lon0), min(lon1, e_lon1)
+    lat0, lat1 = max(lat0, e_lat0), min(lat1, e_lat1)
+    if not (lon0 < lon1 and lat0 < lat1):
+        return None
+
+    def down(v: float, origin: float) -> float:
+        return round(origin + math.floor((v - origin) / resolution + 1e-9) * resolution, 6)
+
+    def up(v: float, origin: float) -> float:
+        return round(origin + math.ceil((v - origin) / resolution - 1e-9) * resolution, 6)
+
+    return down(lon0, e_lon0), up(lon1, e_lon0), down(lat0, e_lat0), up(lat1, e_lat0)
+
+
+def view_cells(bbox: tuple[float, float, float, float], resolution: float = RESOLUTION) -> int:
+    """Fine cells in a (snapped) view."""
+    lon0, lon1, lat0, lat1 = bbox
+    return round((lon1 - lon0) / resolution) * round((lat1 - lat0) / resolution)
+
+
+def detail_image(da, kdims) -> hv.Image:
+    """The detail DataArray as an ``hv.Image`` (lon/lat axes; rows ascending)."""
+    lat, lon, values = da["lat"].values, da["lon"].values, da.values
+    if lat.size > 1 and lat[1] < lat[0]:
+        lat, values = lat[::-1], values[::-1]
+    vdim = hv.Dimension("detail", label=f"{da.attrs.get('long_name', da.name)} at {RESOLUTION:g}°",
+                        unit=da.attrs.get("units", ""))
+    return hv.Image((lon, lat, values), kdims=kdims, vdims=[vdim])
+
+
+def detail_quadmesh(da, projection: str, kdims) -> hv.QuadMesh:
+    """The detail as an irregular ``hv.QuadMesh`` of its cells' centres projected to ``projection`` (straight
+    lon/lat cell edges become curves; HoloViews puts the edges half-way between projected centres). Cells off
+    the globe are left empty."""
+    from dashboard import geo
+
+    lat, lon = da["lat"].values, da["lon"].values
+    values = np.asarray(da.values, np.float64)
+    if lat.size > 1 and lat[1] < lat[0]:
+        lat, values = lat[::-1], values[::-1]
+    LON, LAT = np.meshgrid(lon, lat)
+    X, Y = geo.to_projected(projection, LON, LAT)
+    bad = ~(np.isfinite(X) & np.isfinite(Y))
+    if bad.any():  # off the globe: no value, the centre parked on a finite point
+        values = np.where(bad, np.nan, values)
+        X = np.where(bad, np.nanmean(X), X)
+        Y = np.where(bad, np.nanmean(Y), Y)
+    vdim = hv.Dimension("detail", label=f"{da.attrs.get('long_name', da.name)} at {RESOLUTION:g}°",
+                        unit=da.attrs.get("units", ""))
+    return hv.QuadMesh((X, Y, values), kdims=kdims, vdims=[vdim])
+
+
+def rasterized(dmap: hv.DynamicMap, detail: DetailView) -> hv.DynamicMap:
+    """Datashader at screen resolution (mean of the fine cells in each pixel), coloured as the coarse layer."""
+    from holoviews.operation.datashader import rasterize
+
+    return rasterize(dmap, aggregator="mean").apply.opts(cmap=detail.param.cmap, clim=detail.param.clim).opts(
+        colorbar=False, clipping_colors={"NaN": "transparent"}, tools=["hover"])
+
+
+class DetailView(param.Parameterized):
+    """The 0.05° detail of one session's what-if over the map's view (see the module docstring)."""
+
+    max_cells = param.Integer(default=api.DETAIL_MAX_CELLS, bounds=(1, None),
+                              doc="Largest view (fine cells) that gets a detail; larger views ask to zoom in.")
+    bbox = param.Tuple(default=None, length=4, allow_None=True,
+                       doc="The map's view (lon0, lon1, lat0, lat1), snapped to the fine grid; None: whole map.")
+    data = param.Parameter(default=None, doc="The api.detail_map DataArray on screen (None: hidden).")
+    cmap = param.Parameter(default="viridis", doc="Colour map of the coarse layer (the detail matches it).")
+    clim = param.Tuple(default=(0.0, 1.0), length=2, doc="Colour limits of the coarse layer.")
+    status = param.String(default=ZOOM_IN, doc="One line under the map: what the detail shows, or why none.")
+
+    def __init__(self, store: ResultStore, **params) -> None:
+        super().__init__(**params)
+        self.store = store
+        self.extent = world_extent(store.world)
+        self._generation = 0
+        self._running = False
+        self._done: tuple | None = None  # the request whose answer is on screen
+        self.stats = {"requests": 0, "answers": 0}
+        self.status_pane = pn.pane.HTML(self._status_html(), css_classes=["proda-detail-status"],
+                                        sizing_mode="stretch_width", margin=(0, 10))
+        self.param.watch(lambda e: setattr(self.status_pane, "object", self._status_html()), "status")
+        self.param.watch(self._on_change, ["bbox", "max_cells"])
+        store.param.watch(self._on_change, "version")
+
+    def _status_html(self) -> str:
+        return f"<div class='proda-detail-status'>{html.escape(self.status)}</div>"
+
+    # -- the view ---------------------------------------------------------------------------
+    def set_view(self, bbox: tuple[float, float, float, float] | None) -> None:
+        """The map's lon/lat view (None: the whole map, e.g. after a reset or a new projection)."""
+        snapped = None if bbox is None else snap_view(tuple(float(v) for v in bbox), self.extent)
+        if snapped != self.bbox:
+            self.bbox = snapped
+
+    def request(self) -> tuple | None:
+        """(bbox, variable, depth, source, multipliers) of the detail to show, or None (see :meth:`reason`)."""
+        return self._request()[0]
+
+    def _request(self) -> tuple[tuple | None, str]:
+        bbox, layer, result = self.bbox, self.store.layer, self.store.result
+        if bbox is None or layer is None or result is None:
+            return None, ZOOM_IN
+        n = view_cells(bbox)
+        if n > self.max_cells:
+            return None, f"{ZOOM_IN} (this view: {n:,} cells at {RESOLUTION:g}°, at most {self.max_cells:,})"
+        if layer.variable not in DETAIL_VARIABLES:
+            return None, f"no {RESOLUTION:g}° detail for this map layer (SOC stock, change, turnover and CUE have one)"
+        depth = self.store.state.depth
+        if layer.variable == "cue" and depth != "whole":
+            return None, f"{RESOLUTION:g}° CUE is of the whole profile: choose depth 'whole' for detail"
+        if result.multipliers is None:
+            return None, f"no {RESOLUTION:g}° detail for a theta-space request"
+        mult = tuple(sorted((k, round(float(v), 12)) for k, v in result.multipliers.items()))
+        return (bbox, layer.variable, depth, result.totals.get("source"), mult), ""
+
+    # -- requests ---------------------------------------------------------------------------
+    def compute(self, key: tuple | None):
+        """The engine call (runs in the runner's slow lane when served)."""
+        if key is None:
+            return None
+        bbox, variable, depth, source, mult = key
+        return api.detail_map(bbox, variable=variable, depth=depth, source=source, multipliers=dict(mult),
+                              world=self.store.world, max_cells=self.max_cells)
+
+    def _on_change(self, *events) -> None:
+        try:
+            key, reason = self._request()
+        except Exception as exc:  # never break the coarse map
+            self.store.fail(exc, "0.05° detail")
+            return
+        if key is None:
+            self._generation += 1  # an answer still on its way is dropped
+            self._done = None
+            self.param.update(data=None, status=reason)
+            return
+        if key == self._done:
+            return
+        self._generation += 1
+        self.stats["requests"] += 1
+        self.status = (f"updating {RESOLUTION:g}° detail…" if self.data is not None
+                       else f"computing {RESOLUTION:g}° detail…")
+        if not self.store.background:
+            try:
+                self._answer(key, self.compute(key))
+            except Exception as exc:
+                self.store.fail(exc, "0.05° detail")
+            return
+        param.parameterized.async_executor(self._async)
+
+    def _answer(self, key: tuple | None, da) -> None:
+        self._done = key
+        if da is None:
+            self.param.update(data=None, status=ZOOM_IN)
+            return
+        self.stats["answers"] += 1
+        layer = self.store.layer
+        applied = "what-if applied" if any(v != 1.0 for _, v in key[4]) else "baseline (no what-if)"
+        self.param.update(data=da, cmap=layer.cmap, clim=tuple(layer.clim),
+                          status=f"{RESOLUTION:g}° detail (derived forcing) · {da.attrs['n_cells']:,} cells · "
+                                 f"{applied}")
+
+    async def _async(self) -> None:
+        if self._running:  # the running request re-checks the newest key when done
+            return
+        self._running = True
+        try:
+            await follow_latest(self.store, "detail", lambda: self._generation, self.request, self.compute,
+                                self._answer, "0.05° detail", lane="slow")
+        finally:
+            self._running = False
