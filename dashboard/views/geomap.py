@@ -30,7 +30,7 @@ from dashboard import geo
 from dashboard.state import BOX_PREFIX, parse_box_key
 from dashboard.store import MapLayer, ResultStore, color_limits, ensemble_spread, observed_sites, world_extent
 from dashboard.views import colorbar_hook, output_backend
-from dashboard.views.detail import DetailView, detail_quadmesh, rasterized
+from dashboard.views.detail import DetailView, detail_layer, detail_quadmesh
 
 #: Largest frame of the map (px); demo mode asks for more. A fixed frame, not a responsive one: a
 #: responsive figure with a fixed aspect lost its height in the browser on its first update (a tap
@@ -192,14 +192,11 @@ class GeoMapView(pn.viewable.Viewer):
             return
         self.detail.set_view((float(lon.min()), float(lon.max()), float(lat.min()), float(lat.max())))
 
-    def _detail(self, data) -> hv.QuadMesh:
-        """The detail as a projected QuadMesh for Datashader (an empty one when hidden)."""
-        if data is None:
-            x0, x1, y0, y1 = self.bounds()
-            # 2 x 2 cells: Datashader's quadmesh needs at least two along each axis
-            return hv.QuadMesh((np.linspace(x0, x1, 3), np.linspace(y0, y1, 3), np.full((2, 2), np.nan)),
-                               kdims=[_X, _Y], vdims=["detail"])
-        return detail_quadmesh(data, self.projection, [_X, _Y])
+    def _no_detail(self) -> hv.Image:
+        """The detail layer while hidden: 2 x 2 empty cells over the projected extent."""
+        x0, x1, y0, y1 = self.bounds()
+        return hv.Image(np.full((2, 2), np.nan, np.float32), bounds=(x0, y0, x1, y1), kdims=[_X, _Y],
+                        vdims=["detail"])
 
     def _on_bounds(self, bounds) -> None:
         if bounds is None:
@@ -326,8 +323,8 @@ class GeoMapView(pn.viewable.Viewer):
         layers = image
         if self.detail is not None:  # the 0.05° detail (dashboard.views.detail), under the basemap's lines
             self.detail.set_view(None)
-            fine = hv.DynamicMap(self._detail, streams=[hv.streams.Params(self.detail, ["data"])])
-            layers = image * rasterized(fine, self.detail)
+            layers = image * detail_layer(self.detail, lambda da: detail_quadmesh(da, self.projection, [_X, _Y]),
+                                          self._no_detail)
         over = self.basemap_layer()
         outline = hv.DynamicMap(self._outline, streams=[hv.streams.Params(store.state, ["region"])])
         marker = hv.DynamicMap(self._marker, streams=[hv.streams.Params(store, ["profile_cell"])])

@@ -27,7 +27,7 @@ import param
 from dashboard.state import BOX_PREFIX, parse_box_key
 from dashboard.store import MapLayer, ResultStore, coastline_polyline, color_limits, observed_sites, world_extent
 from dashboard.views import colorbar_hook, output_backend
-from dashboard.views.detail import DetailView, detail_image, rasterized
+from dashboard.views.detail import DetailView, detail_image, detail_layer
 
 #: Tallest the map gets (px): keeps small, square worlds from filling several screens.
 MAX_HEIGHT = 600
@@ -99,8 +99,7 @@ class MapView:
 
         layers = shown
         if detail is not None:  # the 0.05° detail over the view (dashboard.views.detail), above the coarse image
-            fine = hv.DynamicMap(self._detail, streams=[hv.streams.Params(detail, ["data"])])
-            layers = shown * rasterized(fine, detail)
+            layers = shown * detail_layer(detail, lambda da: detail_image(da, [_LON, _LAT]), self._no_detail)
             self.range_stream = hv.streams.RangeXY(source=shown)
             self.range_stream.add_subscriber(self._on_range)
         self.overlay = (layers * coast * sites * misfit * outline * marker).opts(
@@ -155,13 +154,11 @@ class MapView:
             return
         self.detail.set_view((x_range[0], x_range[1], y_range[0], y_range[1]))
 
-    def _detail(self, data) -> hv.Image:
-        """The detail as an image for Datashader (an empty one when hidden)."""
-        if data is None:
-            lon0, lon1, lat0, lat1 = self.extent
-            return hv.Image(np.full((2, 2), np.nan, dtype=np.float32), bounds=(lon0, lat0, lon1, lat1),
-                            kdims=[_LON, _LAT], vdims=["detail"])
-        return detail_image(data, [_LON, _LAT])
+    def _no_detail(self) -> hv.Image:
+        """The detail layer while hidden: 2 x 2 empty cells over the world."""
+        lon0, lon1, lat0, lat1 = self.extent
+        return hv.Image(np.full((2, 2), np.nan, dtype=np.float32), bounds=(lon0, lat0, lon1, lat1),
+                        kdims=[_LON, _LAT], vdims=["detail"])
 
     def _on_bounds(self, bounds: tuple[float, float, float, float] | None) -> None:
         if bounds is None:
