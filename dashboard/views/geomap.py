@@ -320,12 +320,15 @@ class GeoMapView(pn.viewable.Viewer):
         self.tap_stream.source = image
         self.bounds_stream.source = image
         self.range_stream.source = image
-        layers = image
-        if self.detail is not None:  # the 0.05° detail (dashboard.views.detail), under the basemap's lines
-            self.detail.set_view(None)
-            layers = image * detail_layer(self.detail, lambda da: detail_quadmesh(da, self.projection, [_X, _Y]),
-                                          self._no_detail)
         over = self.basemap_layer()
+        layers = image * over
+        if self.detail is not None:
+            # the 0.05° detail (dashboard.views.detail) above the basemap bitmap: the bitmap has the globe's
+            # pixel size, so zoomed in its coast pixels are coarse blocks; the detail's land cells cover them
+            # and its NaN (sea) cells let the ocean show
+            self.detail.set_view(None)
+            layers = layers * detail_layer(self.detail, lambda da: detail_quadmesh(da, self.projection, [_X, _Y]),
+                                           self._no_detail)
         outline = hv.DynamicMap(self._outline, streams=[hv.streams.Params(store.state, ["region"])])
         marker = hv.DynamicMap(self._marker, streams=[hv.streams.Params(store, ["profile_cell"])])
         sites = hv.DynamicMap(self._sites, streams=[hv.streams.Params(store.state, ["sites"])])
@@ -333,7 +336,7 @@ class GeoMapView(pn.viewable.Viewer):
         x0, x1, y0, y1 = self.bounds()
         pad = 0.02 * max(x1 - x0, y1 - y0)
         width, height = self.frame_size()
-        return (layers * over * sites * misfit * outline * marker).opts(
+        return (layers * sites * misfit * outline * marker).opts(
             hv.opts.Overlay(xlim=(x0 - pad, x1 + pad), ylim=(y0 - pad, y1 + pad), frame_width=width,
                             frame_height=height, xaxis=None, yaxis=None,
                             bgcolor=LAND, backend_opts={"plot.output_backend": output_backend()}))
