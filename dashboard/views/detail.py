@@ -5,9 +5,14 @@ view (``set_view``: a lon/lat box from the plot's ``RangeXY``); when the view ho
 :attr:`DetailView.max_cells` cells at 0.05° (250,000 by default: a 25° x 25° view), the view asks
 ``api.detail_map`` for the map's variable under the **same bulk multipliers** the coarse what-if realised
 (``store.result.multipliers``), through the runner's ``slow`` lane, latest-only per session. The answer is
-drawn by Datashader at screen resolution with the coarse layer's colour map and limits: the lon/lat map
-regrids an ``hv.Image``; the projected map rasterizes an ``hv.QuadMesh`` of the fine cells' projected centres
-(:func:`detail_quadmesh`). Zooming back out hides the detail.
+drawn with the coarse layer's colour map and limits, without any server work per zoom or pan: the lon/lat
+map shows the fine cells as a plain ``hv.Image`` (at most 250,000 cells, the bytes of the coarse globe image);
+the projected map gets an image in projected coordinates whose pixels were inverse-projected to their fine
+cell once per answer, in the runner's worker thread (:func:`project_detail`, the way ``geo.pixel_map`` maps the
+coarse grid). Measured against Datashader (docs/dashboard.md, "Zoom for detail"): ``rasterize`` compiled its
+kernels on the first zoom of a process (1.6 s for an image, 12.8 s for a projected ``QuadMesh``) on the server's
+event loop, stalling every session, then cost 80-210 ms of that loop per zoom event. Zooming back out hides the
+detail.
 
 A slider step changes nothing on the coarse path: the store applies the step (the map swaps its image data as
 before), then this view sees the new ``version`` and asks for the detail of the new multipliers; the detail
@@ -24,6 +29,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import holoviews as hv
 import numpy as np
@@ -77,51 +83,59 @@ def detail_image(da, kdims) -> hv.Image:
     return hv.Image((lon, lat, values), kdims=kdims, vdims=[vdim])
 
 
-def detail_quadmesh(da, projection: str, kdims) -> hv.QuadMesh:
-    """The detail as an irregular ``hv.QuadMesh`` of its cells' centres projected to ``projection`` (straight
-    lon/lat cell edges become curves; HoloViews puts the edges half-way between projected centres). Cells off
-    the globe are left empty."""
+@dataclass(frozen=True)
+class ProjectedDetail:
+    """The detail as an image in projected coordinates (:func:`project_detail`)."""
+
+    projection: str
+    xs: np.ndarray  # pixel centres, ascending
+    ys: np.ndarray  # pixel centres, ascending (row 0 of ``image`` is ys[0])
+    image: np.ndarray  # (len(ys), len(xs)) float32, NaN off the data
+
+    @property
+    def n_pixels(self) -> int:
+        return int(np.isfinite(self.image).sum())
+
+
+def project_detail(da, projection: str, width: int | None = None) -> ProjectedDetail:
+    """The detail's fine cells drawn into a pixel grid over their projected extent: each pixel centre is
+    inverse-projected (``geo.to_lonlat``) and shows the fine cell that contains it (NaN off the grid or the
+    globe). ``width``: pixels across (default two per fine column, within 200..1000)."""
     from dashboard import geo
 
-    lat, lon = da["lat"].values, da["lon"].values
-    values = np.asarray(da.values, np.float64)
-    if lat.size > 1 and lat[1] < lat[0]:
-        lat, values = lat[::-1], values[::-1]
-    LON, LAT = np.meshgrid(lon, lat)
-    X, Y = geo.to_projected(projection, LON, LAT)
-    bad = ~(np.isfinite(X) & np.isfinite(Y))
-    if bad.any():  # off the globe: no value, the centre parked on a finite point
-        values = np.where(bad, np.nan, values)
-        X = np.where(bad, np.nanmean(X), X)
-        Y = np.where(bad, np.nanmean(Y), Y)
-    vdim = hv.Dimension("detail", label=f"{da.attrs.get('long_name', da.name)} at {RESOLUTION:g}°",
-                        unit=da.attrs.get("units", ""))
-    return hv.QuadMesh((X, Y, values), kdims=kdims, vdims=[vdim])
+    lat, lon = np.asarray(da["lat"].values, float), np.asarray(da["lon"].values, float)
+    values = np.asarray(da.values, np.float32)
+    dlon = float(np.abs(np.diff(lon)).mean()) if lon.size > 1 else RESOLUTION
+    dlat = float(np.abs(np.diff(lat)).mean()) if lat.size > 1 else RESOLUTION
+    box = (lon.min() - dlon / 2, lon.max() + dlon / 2, lat.min() - dlat / 2, lat.max() + dlat / 2)
+    x0, x1, y0, y1 = geo.view_extent(projection, box)
+    width = int(width or np.clip(2 * lon.size, 200, 1000))
+    height = max(round(width * (y1 - y0) / max(x1 - x0, 1e-9)), 2)
+    xs = x0 + (np.arange(width) + 0.5) * (x1 - x0) / width
+    ys = y0 + (np.arange(height) + 0.5) * (y1 - y0) / height
+    X, Y = np.meshgrid(xs, ys)
+    plon, plat = geo.to_lonlat(projection, X.ravel(), Y.ravel())
+    if lon.max() > 180:  # a 0..360 grid
+        plon = np.where(plon < 0, plon + 360, plon)
+    ix, iy = geo._grid_index(plon, lon), geo._grid_index(plat, lat)  # the coarse pixel map's cell lookup
+    ok = (ix >= 0) & (iy >= 0)
+    image = np.full(X.size, np.nan, np.float32)
+    image[ok] = values[iy[ok], ix[ok]]
+    return ProjectedDetail(projection, xs, ys, image.reshape(height, width))
 
 
-def detail_layer(detail: DetailView, element: Callable[[object], hv.Element],
+def detail_layer(detail: DetailView, name: str, element: Callable[[object], hv.Image],
                  empty: Callable[[], hv.Image]) -> hv.DynamicMap:
-    """The map's detail layer: Datashader (mean of the fine cells in each pixel) at the plot's size and view,
-    coloured as the coarse layer; ``empty()`` while hidden.
-
-    One DynamicMap that rasterizes in its own callback (``rasterize(..., dynamic=False)`` with the plot's
-    ``RangeXY`` and ``PlotSize``) instead of a dynamic ``rasterize`` operation chain: hidden, it costs a 2 x 2
-    image, so the first page and the global slider path pay nothing for it (the chain cost ~140 ms of server
-    time per page to rasterize an empty frame).
-    """
-    from holoviews.operation.datashader import rasterize
-
+    """The map's detail layer: ``element(detail.<name>)``, coloured as the coarse layer; ``empty()`` while
+    hidden (a 2 x 2 image: the first page and the global slider path pay nothing for the layer)."""
     style = dict(colorbar=False, clipping_colors={"NaN": "transparent"}, tools=["hover"])
 
-    def draw(data, cmap, clim, x_range=None, y_range=None, width=None, height=None, scale=1.0) -> hv.Image:
-        if data is None:
-            return empty().opts(cmap=cmap, clim=clim, **style)
-        view = {k: v for k, v in dict(x_range=x_range, y_range=y_range, width=width, height=height).items()
-                if v is not None}
-        return rasterize(element(data), dynamic=False, aggregator="mean", **view).opts(cmap=cmap, clim=clim, **style)
+    def draw(value, cmap, clim) -> hv.Image:
+        img = empty() if value is None else element(value)
+        return img.opts(cmap=cmap, clim=clim, **style)
 
-    return hv.DynamicMap(draw, streams=[hv.streams.Params(detail, ["data", "cmap", "clim"]), hv.streams.RangeXY(),
-                                        hv.streams.PlotSize()])
+    stream = hv.streams.Params(detail, [name, "cmap", "clim"], rename={name: "value"})
+    return hv.DynamicMap(draw, streams=[stream])
 
 
 class DetailView(param.Parameterized):
@@ -132,6 +146,8 @@ class DetailView(param.Parameterized):
     bbox = param.Tuple(default=None, length=4, allow_None=True,
                        doc="The map's view (lon0, lon1, lat0, lat1), snapped to the fine grid; None: whole map.")
     data = param.Parameter(default=None, doc="The api.detail_map DataArray on screen (None: hidden).")
+    image = param.Parameter(default=None, doc="The detail drawn in the projected map's projection "
+                                              "(ProjectedDetail; None on the lon/lat map or hidden).")
     cmap = param.Parameter(default="viridis", doc="Colour map of the coarse layer (the detail matches it).")
     clim = param.Tuple(default=(0.0, 1.0), length=2, doc="Colour limits of the coarse layer.")
     status = param.String(default=ZOOM_IN, doc="One line under the map: what the detail shows, or why none.")
@@ -143,6 +159,7 @@ class DetailView(param.Parameterized):
         self._generation = 0
         self._running = False
         self._done: tuple | None = None  # the request whose answer is on screen
+        self.projection = "plate_carree"  # of the map that reported the view last (the one on screen)
         self.stats = {"requests": 0, "answers": 0}
         self.status_pane = pn.pane.HTML(self._status_html(), css_classes=["proda-detail-status"],
                                         sizing_mode="stretch_width", margin=(0, 10))
@@ -154,11 +171,15 @@ class DetailView(param.Parameterized):
         return f"<div class='proda-detail-status'>{html.escape(self.status)}</div>"
 
     # -- the view ---------------------------------------------------------------------------
-    def set_view(self, bbox: tuple[float, float, float, float] | None) -> None:
-        """The map's lon/lat view (None: the whole map, e.g. after a reset or a new projection)."""
+    def set_view(self, bbox: tuple[float, float, float, float] | None, projection: str = "plate_carree") -> None:
+        """The map's lon/lat view (None: the whole map, e.g. after a reset or a new projection) and the map's
+        projection (``plate_carree``: the lon/lat map)."""
         snapped = None if bbox is None else snap_view(tuple(float(v) for v in bbox), self.extent)
+        self.projection = projection
         if snapped != self.bbox:
             self.bbox = snapped
+        elif snapped is not None:
+            self._on_change()  # same box, maybe another projection
 
     def request(self) -> tuple | None:
         """(bbox, variable, depth, source, multipliers) of the detail to show, or None (see :meth:`reason`)."""
@@ -179,16 +200,18 @@ class DetailView(param.Parameterized):
         if result.multipliers is None:
             return None, f"no {RESOLUTION:g}° detail for a theta-space request"
         mult = tuple(sorted((k, round(float(v), 12)) for k, v in result.multipliers.items()))
-        return (bbox, layer.variable, depth, result.totals.get("source"), mult), ""
+        return (bbox, layer.variable, depth, result.totals.get("source"), mult, self.projection), ""
 
     # -- requests ---------------------------------------------------------------------------
     def compute(self, key: tuple | None):
         """The engine call (runs in the runner's slow lane when served)."""
         if key is None:
             return None
-        bbox, variable, depth, source, mult = key
-        return api.detail_map(bbox, variable=variable, depth=depth, source=source, multipliers=dict(mult),
-                              world=self.store.world, max_cells=self.max_cells)
+        bbox, variable, depth, source, mult, projection = key
+        da = api.detail_map(bbox, variable=variable, depth=depth, source=source, multipliers=dict(mult),
+                            world=self.store.world, max_cells=self.max_cells)
+        # the projected map's pixels, here in the worker thread (not on the server's event loop)
+        return da, (None if projection == "plate_carree" else project_detail(da, projection))
 
     def _on_change(self, *events) -> None:
         try:
@@ -199,7 +222,7 @@ class DetailView(param.Parameterized):
         if key is None:
             self._generation += 1  # an answer still on its way is dropped
             self._done = None
-            self.param.update(data=None, status=reason)
+            self.param.update(data=None, image=None, status=reason)
             return
         if key == self._done:
             return
@@ -215,15 +238,16 @@ class DetailView(param.Parameterized):
             return
         param.parameterized.async_executor(self._async)
 
-    def _answer(self, key: tuple | None, da) -> None:
+    def _answer(self, key: tuple | None, answer) -> None:
         self._done = key
-        if da is None:
-            self.param.update(data=None, status=ZOOM_IN)
+        if answer is None:
+            self.param.update(data=None, image=None, status=ZOOM_IN)
             return
+        da, image = answer
         self.stats["answers"] += 1
         layer = self.store.layer
         applied = "what-if applied" if any(v != 1.0 for _, v in key[4]) else "baseline (no what-if)"
-        self.param.update(data=da, cmap=layer.cmap, clim=tuple(layer.clim),
+        self.param.update(data=da, image=image, cmap=layer.cmap, clim=tuple(layer.clim),
                           status=f"{RESOLUTION:g}° detail (derived forcing) · {da.attrs['n_cells']:,} cells · "
                                  f"{applied}")
 

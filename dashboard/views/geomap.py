@@ -30,7 +30,7 @@ from dashboard import geo
 from dashboard.state import BOX_PREFIX, parse_box_key
 from dashboard.store import MapLayer, ResultStore, color_limits, ensemble_spread, observed_sites, world_extent
 from dashboard.views import colorbar_hook, output_backend
-from dashboard.views.detail import DetailView, detail_layer, detail_quadmesh
+from dashboard.views.detail import DetailView, detail_layer
 
 #: Largest frame of the map (px); demo mode asks for more. A fixed frame, not a responsive one: a
 #: responsive figure with a fixed aspect lost its height in the browser on its first update (a tap
@@ -190,7 +190,15 @@ class GeoMapView(pn.viewable.Viewer):
         if np.isnan(lon).any():  # the view reaches off the globe: it shows the globe's edge, not a small area
             self.detail.set_view(None)
             return
-        self.detail.set_view((float(lon.min()), float(lon.max()), float(lat.min()), float(lat.max())))
+        self.detail.set_view((float(lon.min()), float(lon.max()), float(lat.min()), float(lat.max())), self.projection)
+
+    def _detail_image(self, image) -> hv.Image:
+        """The detail's projected pixels (computed in the worker thread), if they are in this projection."""
+        if image.projection != self.projection:
+            return self._no_detail()
+        vdim = hv.Dimension("detail", label=f"{self.store.layer.label if self.store.layer else 'value'} at 0.05°",
+                            unit=self.store.layer.units if self.store.layer else "")
+        return hv.Image((image.xs, image.ys, image.image), kdims=[_X, _Y], vdims=[vdim])
 
     def _no_detail(self) -> hv.Image:
         """The detail layer while hidden: 2 x 2 empty cells over the projected extent."""
@@ -327,8 +335,7 @@ class GeoMapView(pn.viewable.Viewer):
             # pixel size, so zoomed in its coast pixels are coarse blocks; the detail's land cells cover them
             # and its NaN (sea) cells let the ocean show
             self.detail.set_view(None)
-            layers = layers * detail_layer(self.detail, lambda da: detail_quadmesh(da, self.projection, [_X, _Y]),
-                                           self._no_detail)
+            layers = layers * detail_layer(self.detail, "image", self._detail_image, self._no_detail)
         outline = hv.DynamicMap(self._outline, streams=[hv.streams.Params(store.state, ["region"])])
         marker = hv.DynamicMap(self._marker, streams=[hv.streams.Params(store, ["profile_cell"])])
         sites = hv.DynamicMap(self._sites, streams=[hv.streams.Params(store.state, ["sites"])])

@@ -99,7 +99,7 @@ class MapView:
 
         layers = shown
         if detail is not None:  # the 0.05° detail over the view (dashboard.views.detail), above the coarse image
-            layers = shown * detail_layer(detail, lambda da: detail_image(da, [_LON, _LAT]), self._no_detail)
+            layers = shown * detail_layer(detail, "data", lambda da: detail_image(da, [_LON, _LAT]), self._no_detail)
             self.range_stream = hv.streams.RangeXY(source=shown)
             self.range_stream.add_subscriber(self._on_range)
         self.overlay = (layers * coast * sites * misfit * outline * marker).opts(

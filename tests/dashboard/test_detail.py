@@ -71,11 +71,8 @@ def test_layers_without_detail_say_so(app):
     assert app.detail.data is None
 
 
-def test_projected_map_rasterizes_the_detail(app):
-    from holoviews.operation.datashader import rasterize
-
+def test_projected_map_draws_the_detail_in_its_projection(app):
     from dashboard import geo
-    from dashboard.views.detail import detail_quadmesh
 
     app.geo.projection = "equal_earth"
     gm = app.geomap
@@ -83,11 +80,16 @@ def test_projected_map_rasterizes_the_detail(app):
     doc.add_root(gm.pane.get_root(doc))
     x, y = geo.to_projected("equal_earth", np.array([6.0, 8.0]), np.array([46.0, 48.0]))
     gm._on_range((float(x[0]), float(x[1])), (float(y[0]), float(y[1])))
-    da = app.detail.data
+    da, image = app.detail.data, app.detail.image
     assert da is not None and app.detail.status.startswith("0.05° detail")
-    qm = detail_quadmesh(da, "equal_earth", ["x", "y"])
-    img = rasterize(qm, dynamic=False, width=200, height=200, aggregator="mean")
-    v = img.dimension_values(2)
-    assert np.isfinite(v).sum() > 1000  # Datashader filled the view's pixels
-    assert np.nanmin(v) >= np.nanmin(da.values) - 1e-5 and np.nanmax(v) <= np.nanmax(da.values) + 1e-5
+    assert image is not None and image.projection == "equal_earth"
+    assert image.n_pixels > 0.5 * image.image.size  # the view's pixels show fine cells
+    v = image.image[np.isfinite(image.image)]
+    assert set(np.unique(v)) <= set(np.unique(da.values[np.isfinite(da.values)]))  # each pixel is one fine cell
+    # a pixel shows the fine cell under its centre
+    j, i = np.argwhere(np.isfinite(image.image))[len(v) // 2]
+    lon, lat = geo.to_lonlat("equal_earth", image.xs[i], image.ys[j])
+    assert image.image[j, i] == da.sel(lon=lon[0], lat=lat[0], method="nearest").item()
     app.geo.projection = "plate_carree"
+    app.map._on_range((6.0, 8.0), (46.0, 48.0))  # the lon/lat map: the same box, no projected pixels
+    assert app.detail.image is None and app.detail.data is not None
