@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import html
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -124,18 +125,78 @@ def project_detail(da, projection: str, width: int | None = None) -> ProjectedDe
     return ProjectedDetail(projection, xs, ys, image.reshape(height, width))
 
 
-def detail_layer(detail: DetailView, name: str, element: Callable[[object], hv.Image],
-                 empty: Callable[[], hv.Image]) -> hv.DynamicMap:
-    """The map's detail layer: ``element(detail.<name>)``, coloured as the coarse layer; ``empty()`` while
-    hidden (a 2 x 2 image: the first page and the global slider path pay nothing for the layer)."""
-    style = dict(colorbar=False, clipping_colors={"NaN": "transparent"}, tools=["hover"])
+class _Frame(param.Parameterized):
+    """Counter that re-renders a detail layer (only when a data swap is not enough)."""
 
-    def draw(value, cmap, clim) -> hv.Image:
-        img = empty() if value is None else element(value)
-        return img.opts(cmap=cmap, clim=clim, **style)
+    n = param.Integer(0)
 
-    stream = hv.streams.Params(detail, [name, "cmap", "clim"], rename={name: "value"})
-    return hv.DynamicMap(draw, streams=[stream])
+
+class DetailLayer:
+    """A map's detail layer: ``element(detail.<name>)`` coloured as the coarse layer, ``empty()`` while hidden
+    (a 2 x 2 image: the first page and the global slider path pay nothing for the layer).
+
+    A new detail is **swapped** into the rendered image's ``ColumnDataSource`` (image, position and size), as
+    the maps swap a slider step's values: re-rendering the layer through HoloViews re-laid the responsive lon/lat
+    figure out and squashed it into a strip, and costs more. A new colour map or limits (another variable,
+    depth or source) re-renders it; new limits are written into the image's colour mapper.
+    """
+
+    def __init__(self, detail: DetailView, name: str, element: Callable[[object], hv.Image],
+                 empty: Callable[[], hv.Image]) -> None:
+        self.detail, self.name, self.element, self.empty = detail, name, element, empty
+        self._sources: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self._mappers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # colour mapper per source
+        self._drawn_cmap = None
+        self._frame = _Frame()
+        self.stats = {"renders": 0, "swaps": 0}
+        self.dmap = hv.DynamicMap(self._draw, streams=[hv.streams.Params(self._frame, ["n"])])
+        detail.param.watch(self._on_value, [name])
+        detail.param.watch(self._rerender, ["cmap", "clim"])
+
+    def _image(self) -> hv.Image:
+        value = getattr(self.detail, self.name)
+        return self.empty() if value is None else self.element(value)
+
+    def _draw(self, n: int) -> hv.Image:
+        self.stats["renders"] += 1
+        self._drawn_cmap = self.detail.cmap
+        return self._image().opts(cmap=self.detail.cmap, clim=self.detail.clim, colorbar=False,
+                                  clipping_colors={"NaN": "transparent"}, tools=["hover"], hooks=[self._capture])
+
+    def _capture(self, plot, element) -> None:
+        src, mapper = plot.handles.get("source"), plot.handles.get("color_mapper")
+        if src is not None and mapper is not None:
+            self._sources[id(src)] = src
+            self._mappers[id(src)] = mapper
+
+    def _rerender(self, *events) -> None:
+        self._frame.n += 1
+
+    def _on_value(self, event) -> None:
+        if not self.swap():
+            self._rerender()
+
+    def swap(self) -> bool:
+        """Write the current detail into every live rendered image; False if there is none."""
+        live = [src for src in list(self._sources.values()) if src.document is not None]
+        if not live or self.detail.cmap != self._drawn_cmap:  # another palette: re-render
+            return False
+        img = self._image()
+        l, b, r, t = img.bounds.lbrt()
+        data = {"image": [img.dimension_values(2, flat=False)], "x": [l], "y": [b], "dw": [r - l], "dh": [t - b]}
+        if any(set(src.data) != set(data) for src in live):
+            return False
+        from panel.io.document import unlocked
+
+        low, high = self.detail.clim
+        with unlocked():
+            for src in live:
+                src.data = data
+                mapper = self._mappers.get(id(src))
+                if mapper is not None and (mapper.low, mapper.high) != (low, high):  # the coarse layer's limits
+                    mapper.update(low=low, high=high)
+        self.stats["swaps"] += 1
+        return True
 
 
 class DetailView(param.Parameterized):

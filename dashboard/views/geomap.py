@@ -30,7 +30,7 @@ from dashboard import geo
 from dashboard.state import BOX_PREFIX, parse_box_key
 from dashboard.store import MapLayer, ResultStore, color_limits, ensemble_spread, observed_sites, world_extent
 from dashboard.views import colorbar_hook, output_backend
-from dashboard.views.detail import DetailView, detail_layer
+from dashboard.views.detail import DetailLayer, DetailView
 
 #: Largest frame of the map (px); demo mode asks for more. A fixed frame, not a responsive one: a
 #: responsive figure with a fixed aspect lost its height in the browser on its first update (a tap
@@ -85,6 +85,8 @@ class GeoMapView(pn.viewable.Viewer):
         super().__init__(**params)
         self.store = store
         self.detail = detail
+        # one detail layer for every projection's overlay (its frames read the current projection)
+        self.detail_layer = DetailLayer(detail, "image", self._detail_image, self._no_detail) if detail else None
         self.extent = world_extent(store.world)
         self._sources: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._shown: tuple | None = None
@@ -335,7 +337,7 @@ class GeoMapView(pn.viewable.Viewer):
             # pixel size, so zoomed in its coast pixels are coarse blocks; the detail's land cells cover them
             # and its NaN (sea) cells let the ocean show
             self.detail.set_view(None)
-            layers = layers * detail_layer(self.detail, "image", self._detail_image, self._no_detail)
+            layers = layers * self.detail_layer.dmap
         outline = hv.DynamicMap(self._outline, streams=[hv.streams.Params(store.state, ["region"])])
         marker = hv.DynamicMap(self._marker, streams=[hv.streams.Params(store, ["profile_cell"])])
         sites = hv.DynamicMap(self._sites, streams=[hv.streams.Params(store.state, ["sites"])])

@@ -27,7 +27,7 @@ import param
 from dashboard.state import BOX_PREFIX, parse_box_key
 from dashboard.store import MapLayer, ResultStore, coastline_polyline, color_limits, observed_sites, world_extent
 from dashboard.views import colorbar_hook, output_backend
-from dashboard.views.detail import DetailView, detail_image, detail_layer
+from dashboard.views.detail import DetailLayer, DetailView, detail_image
 
 #: Tallest the map gets (px): keeps small, square worlds from filling several screens.
 MAX_HEIGHT = 600
@@ -99,7 +99,8 @@ class MapView:
 
         layers = shown
         if detail is not None:  # the 0.05° detail over the view (dashboard.views.detail), above the coarse image
-            layers = shown * detail_layer(detail, "data", lambda da: detail_image(da, [_LON, _LAT]), self._no_detail)
+            self.detail_layer = DetailLayer(detail, "data", lambda da: detail_image(da, [_LON, _LAT]), self._no_detail)
+            layers = shown * self.detail_layer.dmap
             self.range_stream = hv.streams.RangeXY(source=shown)
             self.range_stream.add_subscriber(self._on_range)
         self.overlay = (layers * coast * sites * misfit * outline * marker).opts(
