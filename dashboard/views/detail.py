@@ -135,10 +135,10 @@ class DetailLayer:
     """A map's detail layer: ``element(detail.<name>)`` coloured as the coarse layer, ``empty()`` while hidden
     (a 2 x 2 image: the first page and the global slider path pay nothing for the layer).
 
-    A new detail is **swapped** into the rendered image's ``ColumnDataSource`` (image, position and size), as
-    the maps swap a slider step's values: re-rendering the layer through HoloViews re-laid the responsive lon/lat
-    figure out and squashed it into a strip, and costs more. A new colour map or limits (another variable,
-    depth or source) re-renders it; new limits are written into the image's colour mapper.
+    A new detail is **swapped** into the rendered image's ``ColumnDataSource`` (image, position and size) and
+    its colour mapper (the coarse layer's limits and palette), as the maps swap a slider step's values:
+    re-rendering the layer through HoloViews re-laid the responsive lon/lat figure out and squashed it into a
+    strip, and costs more. It renders through HoloViews only the first time.
     """
 
     def __init__(self, detail: DetailView, name: str, element: Callable[[object], hv.Image],
@@ -146,12 +146,10 @@ class DetailLayer:
         self.detail, self.name, self.element, self.empty = detail, name, element, empty
         self._sources: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._mappers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # colour mapper per source
-        self._drawn_cmap = None
         self._frame = _Frame()
         self.stats = {"renders": 0, "swaps": 0}
         self.dmap = hv.DynamicMap(self._draw, streams=[hv.streams.Params(self._frame, ["n"])])
         detail.param.watch(self._on_value, [name])
-        detail.param.watch(self._rerender, ["cmap", "clim"])
 
     def _image(self) -> hv.Image:
         value = getattr(self.detail, self.name)
@@ -159,7 +157,6 @@ class DetailLayer:
 
     def _draw(self, n: int) -> hv.Image:
         self.stats["renders"] += 1
-        self._drawn_cmap = self.detail.cmap
         return self._image().opts(cmap=self.detail.cmap, clim=self.detail.clim, colorbar=False,
                                   clipping_colors={"NaN": "transparent"}, tools=["hover"], hooks=[self._capture])
 
@@ -179,22 +176,28 @@ class DetailLayer:
     def swap(self) -> bool:
         """Write the current detail into every live rendered image; False if there is none."""
         live = [src for src in list(self._sources.values()) if src.document is not None]
-        if not live or self.detail.cmap != self._drawn_cmap:  # another palette: re-render
+        if not live:
             return False
         img = self._image()
         l, b, r, t = img.bounds.lbrt()
         data = {"image": [img.dimension_values(2, flat=False)], "x": [l], "y": [b], "dw": [r - l], "dh": [t - b]}
         if any(set(src.data) != set(data) for src in live):
             return False
+        from holoviews.plotting.util import process_cmap
         from panel.io.document import unlocked
 
         low, high = self.detail.clim
+        palette = process_cmap(self.detail.cmap, 256)
         with unlocked():
             for src in live:
                 src.data = data
                 mapper = self._mappers.get(id(src))
-                if mapper is not None and (mapper.low, mapper.high) != (low, high):  # the coarse layer's limits
+                if mapper is None:
+                    continue
+                if (mapper.low, mapper.high) != (low, high):  # the coarse layer's limits and colours
                     mapper.update(low=low, high=high)
+                if list(mapper.palette) != palette:
+                    mapper.palette = palette
         self.stats["swaps"] += 1
         return True
 

@@ -93,3 +93,27 @@ def test_projected_map_draws_the_detail_in_its_projection(app):
     app.geo.projection = "plate_carree"
     app.map._on_range((6.0, 8.0), (46.0, 48.0))  # the lon/lat map: the same box, no projected pixels
     assert app.detail.image is None and app.detail.data is not None
+
+
+def test_a_new_detail_is_swapped_in_with_the_coarse_colours(app):
+    """A new detail (slider step, variable) goes into the rendered image's data and colour mapper, never through
+    a HoloViews re-render (which re-laid the responsive lon/lat figure out)."""
+    from bokeh.models import LinearColorMapper
+
+    doc = Document()
+    doc.add_root(app.map.pane.get_root(doc))
+    layer = app.map.detail_layer
+    app.map._on_range((6.0, 8.0), (46.0, 48.0))
+    renders, swaps = layer.stats["renders"], layer.stats["swaps"]
+    app.state.variable = "soc_change"
+    app.state.A = 10
+    assert layer.stats["renders"] == renders and layer.stats["swaps"] >= swaps + 2
+    src = next(iter(layer._sources.values()))
+    mapper = layer._mappers[id(src)]
+    assert isinstance(mapper, LinearColorMapper) and (mapper.low, mapper.high) == app.store.layer.clim
+    assert mapper.low == -mapper.high  # the change's diverging scale, as the coarse layer
+    np.testing.assert_array_equal(src.data["image"][0], app.detail.data.values)
+    assert src.data["x"] == [6.0] and src.data["dw"] == [pytest.approx(2.0)]
+    app.state.param.update(A=0, variable="soc_stock")
+    app.map._on_range(None, None)
+    assert np.isnan(src.data["image"][0]).all()
