@@ -37,6 +37,7 @@ import numpy as np
 import panel as pn
 import param
 
+from dashboard import store as store_mod
 from dashboard.runner import follow_latest
 from dashboard.store import ResultStore, world_extent
 from proda_engine import api
@@ -286,7 +287,8 @@ class DetailView(param.Parameterized):
         if key is None:
             self._generation += 1  # an answer still on its way is dropped
             self._done = None
-            self.param.update(data=None, image=None, status=reason)
+            with store_mod._held():
+                self.param.update(data=None, image=None, status=reason)
             return
         if key == self._done:
             return
@@ -303,6 +305,12 @@ class DetailView(param.Parameterized):
         param.parameterized.async_executor(self._async)
 
     def _answer(self, key: tuple | None, answer) -> None:
+        # held like the store's results: the layers' swaps then reach the page as one message, and a swap never
+        # patches a served document outside its lock (Bokeh refused that before the page had loaded)
+        with store_mod._held():
+            self._show(key, answer)
+
+    def _show(self, key: tuple | None, answer) -> None:
         self._done = key
         if answer is None:
             self.param.update(data=None, image=None, status=ZOOM_IN)

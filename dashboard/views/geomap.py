@@ -12,6 +12,10 @@ values into it (< 1 ms) and, as the lon/lat map did, writes them straight into e
 ``ColumnDataSource`` when nothing but the values changed. The basemap is projected once per
 projection and cached.
 
+Zoom for detail: given a :class:`~dashboard.views.detail.DetailView`, the view (``RangeXY``, inverse-projected
+to a lon/lat box) is reported to it and its 0.05° answer, drawn in this projection in the worker thread, is
+shown above the basemap (:class:`~dashboard.views.detail.DetailLayer`).
+
 Hover shows the value, its lon/lat and (where the source has an ensemble and the variable is the SOC
 stock) the ensemble s.d. of the baseline stock; a tap asks the point query (value ± s.d. of the current
 what-if, profile, observed profiles nearby: :mod:`dashboard.views.point`).

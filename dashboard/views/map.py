@@ -13,6 +13,8 @@ Rendering choices (measured; see docs/dashboard.md and the ecosystem guide §3.4
   other change (variable, depth, source, region outline) re-renders through the DynamicMap.
 * Colour limits are fixed per (source, depth, variable) from the baseline (``store.color_limits``), so a
   slider move changes colours, never the scale.
+* **Zoom for detail**: given a :class:`~dashboard.views.detail.DetailView`, the plot's view (``RangeXY``) is
+  reported to it and its 0.05° answer is drawn above the image (:class:`~dashboard.views.detail.DetailLayer`).
 """
 
 from __future__ import annotations

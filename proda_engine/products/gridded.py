@@ -59,7 +59,7 @@ from proda_engine.physics.inputs import input_profile
 from proda_engine.physics.model import Status
 from proda_engine.physics.scalars import diagnostic_modifier, month_mean_modifiers, xi_depth
 from proda_engine.physics.solver import solve
-from proda_engine.products.multipliers import NO_CHANGE, multiplied_operator, multiplier_key, scaled_beta
+from proda_engine.products.multipliers import MECHANISMS, NO_CHANGE, multiplied_operator, multiplier_key, scaled_beta
 from proda_engine.products.regions import (
     KOPPEN_GROUPS,
     KOPPEN_LABELS,
@@ -182,7 +182,7 @@ class CellSolver:
                 none (all 1).
         """
         mult = NO_CHANGE if multipliers is None else multiplier_key(multipliers)
-        m_i = mult[4]
+        m_i = mult[MECHANISMS.index("I")]  # beta x m_I: the input profile depends on it
         f = self.forcing
         with torch.no_grad():
             if theta is None:
