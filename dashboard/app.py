@@ -35,6 +35,7 @@ from dashboard.views.compare import CompareView
 from dashboard.views.controls import Controls
 from dashboard.views.demo import STEPS as DEMO_STEPS
 from dashboard.views.demo import DemoView
+from dashboard.views.detail import DetailView
 from dashboard.views.geomap import GeoMapView
 from dashboard.views.map import MapView
 from dashboard.views.point import PointView
@@ -138,7 +139,8 @@ class DashboardApp(param.Parameterized):
             store = self.store
             pn.state.curdoc.on_session_destroyed(lambda session_context: store.close())
         self.controls = Controls(self.state, self.store)
-        self.map = MapView(self.store)
+        self.detail = DetailView(self.store)  # 0.05° detail over the view, shared by both maps
+        self.map = MapView(self.store, detail=self.detail)
         self.totals = TotalsView(self.store)
         self.profile = ProfileView(self.store)
         self.sensitivity = SensitivityView(self.store)
@@ -228,7 +230,7 @@ class DashboardApp(param.Parameterized):
         if self.geo.projection == "plate_carree":
             return self.map.pane
         if self.geomap is None:
-            self.geomap = GeoMapView(self.store, projection=self.geo.projection)
+            self.geomap = GeoMapView(self.store, detail=self.detail, projection=self.geo.projection)
         self.geomap.projection = self.geo.projection
         return self.geomap.pane
 
@@ -301,7 +303,8 @@ class DashboardApp(param.Parameterized):
         self.map_slot = pn.Column(self._map_view(), sizing_mode="stretch_width")
         projection = pn.widgets.Select.from_param(self.geo.param.projection, width=280,
                                                   css_classes=["proda-projection"])
-        map_card = pn.Column(self.alert, projection, self.map_slot, sizing_mode="stretch_width")
+        map_card = pn.Column(self.alert, projection, self.map_slot, self.detail.status_pane,
+                             sizing_mode="stretch_width")
         # the scatter sits in a tab: its comparison is computed only while it is on screen (after the map)
         self.tabs = pn.Tabs(("Sensitivity", self.sensitivity.pane), ("Observed vs modelled", self.scatter.pane),
                             ("Point query", self.point), ("Compare", self.compare),

@@ -301,8 +301,9 @@ RUNNER = Runner(LANES)
 
 
 async def follow_latest(store, kind: str, generation: Callable[[], int], request: Callable[[], Hashable],
-                        compute: Callable, apply: Callable[[Hashable, object], None], what: str) -> None:
-    """Ask :data:`RUNNER` (engine lane, shared cache) for ``compute(request())`` until the answer is current.
+                        compute: Callable, apply: Callable[[Hashable, object], None], what: str,
+                        lane: str = "engine") -> None:
+    """Ask :data:`RUNNER` (``lane``, shared cache) for ``compute(request())`` until the answer is current.
 
     For a view's own query (point query, comparison B): ``generation()`` counts the view's changes; an answer
     whose generation moved on is asked again with the newest request, a superseded one too. A failure is a
@@ -312,7 +313,7 @@ async def follow_latest(store, kind: str, generation: Callable[[], int], request
     while True:
         gen, req = generation(), request()
         try:
-            out = await RUNNER.run(store.session_id, kind, compute, req, key=(kind, store.world, req), lane="engine")
+            out = await RUNNER.run(store.session_id, kind, compute, req, key=(kind, store.world, req), lane=lane)
         except Superseded:  # a newer request of this session took the slot: look again
             continue
         except asyncio.CancelledError:  # the session closed

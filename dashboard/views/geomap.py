@@ -12,6 +12,10 @@ values into it (< 1 ms) and, as the lon/lat map did, writes them straight into e
 ``ColumnDataSource`` when nothing but the values changed. The basemap is projected once per
 projection and cached.
 
+Zoom for detail: given a :class:`~dashboard.views.detail.DetailView`, the view (``RangeXY``, inverse-projected
+to a lon/lat box) is reported to it and its 0.05° answer, drawn in this projection in the worker thread, is
+shown above the basemap (:class:`~dashboard.views.detail.DetailLayer`).
+
 Hover shows the value, its lon/lat and (where the source has an ensemble and the variable is the SOC
 stock) the ensemble s.d. of the baseline stock; a tap asks the point query (value ± s.d. of the current
 what-if, profile, observed profiles nearby: :mod:`dashboard.views.point`).
@@ -30,6 +34,7 @@ from dashboard import geo
 from dashboard.state import BOX_PREFIX, parse_box_key
 from dashboard.store import MapLayer, ResultStore, color_limits, ensemble_spread, observed_sites, world_extent
 from dashboard.views import colorbar_hook, output_backend
+from dashboard.views.detail import DetailLayer, DetailView
 
 #: Largest frame of the map (px); demo mode asks for more. A fixed frame, not a responsive one: a
 #: responsive figure with a fixed aspect lost its height in the browser on its first update (a tap
@@ -80,9 +85,12 @@ class GeoMapView(pn.viewable.Viewer):
     max_height = param.Integer(default=MAX_HEIGHT, doc="Tallest the map's frame gets (px).")
     max_width = param.Integer(default=MAX_WIDTH, doc="Widest the map's frame gets (px).")
 
-    def __init__(self, store: ResultStore, **params) -> None:
+    def __init__(self, store: ResultStore, detail: DetailView | None = None, **params) -> None:
         super().__init__(**params)
         self.store = store
+        self.detail = detail
+        # one detail layer for every projection's overlay (its frames read the current projection)
+        self.detail_layer = DetailLayer(detail, "image", self._detail_image, self._no_detail) if detail else None
         self.extent = world_extent(store.world)
         self._sources: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._shown: tuple | None = None
@@ -92,6 +100,8 @@ class GeoMapView(pn.viewable.Viewer):
         self.tap_stream.add_subscriber(self._on_tap)
         self.bounds_stream = hv.streams.BoundsXY(bounds=None)
         self.bounds_stream.add_subscriber(self._on_bounds)
+        self.range_stream = hv.streams.RangeXY()
+        self.range_stream.add_subscriber(self._on_range)
         self.pane = pn.pane.HoloViews(self._overlay(), css_classes=["proda-map", "proda-geomap"],
                                       linked_axes=False)
         self.param.watch(self._rebuild, ["projection", "max_height", "max_width"])
@@ -170,6 +180,37 @@ class GeoMapView(pn.viewable.Viewer):
         ll = self.lonlat(x, y)
         if ll is not None:
             self.store.set_tap(*ll)
+
+    def _on_range(self, x_range, y_range) -> None:
+        """The plot's projected view -> the detail's lon/lat view (the box around the view's edges)."""
+        if self.detail is None:
+            return
+        if x_range is None or y_range is None or None in (*x_range, *y_range):
+            self.detail.set_view(None)
+            return
+        (x0, x1), (y0, y1) = x_range, y_range
+        t = np.linspace(0, 1, 25)
+        xs = np.concatenate([x0 + (x1 - x0) * t, np.full_like(t, x1), x0 + (x1 - x0) * t, np.full_like(t, x0)])
+        ys = np.concatenate([np.full_like(t, y0), y0 + (y1 - y0) * t, np.full_like(t, y1), y0 + (y1 - y0) * t])
+        lon, lat = geo.to_lonlat(self.projection, xs, ys)
+        if np.isnan(lon).any():  # the view reaches off the globe: it shows the globe's edge, not a small area
+            self.detail.set_view(None)
+            return
+        self.detail.set_view((float(lon.min()), float(lon.max()), float(lat.min()), float(lat.max())), self.projection)
+
+    def _detail_image(self, image) -> hv.Image:
+        """The detail's projected pixels (computed in the worker thread), if they are in this projection."""
+        if image.projection != self.projection:
+            return self._no_detail()
+        vdim = hv.Dimension("detail", label=f"{self.store.layer.label if self.store.layer else 'value'} at 0.05°",
+                            unit=self.store.layer.units if self.store.layer else "")
+        return hv.Image((image.xs, image.ys, image.image), kdims=[_X, _Y], vdims=[vdim])
+
+    def _no_detail(self) -> hv.Image:
+        """The detail layer while hidden: 2 x 2 empty cells over the projected extent."""
+        x0, x1, y0, y1 = self.bounds()
+        return hv.Image(np.full((2, 2), np.nan, np.float32), bounds=(x0, y0, x1, y1), kdims=[_X, _Y],
+                        vdims=["detail"])
 
     def _on_bounds(self, bounds) -> None:
         if bounds is None:
@@ -292,7 +333,15 @@ class GeoMapView(pn.viewable.Viewer):
         image = hv.DynamicMap(self._image, streams=[hv.streams.Params(self._frame, ["n"])])
         self.tap_stream.source = image
         self.bounds_stream.source = image
+        self.range_stream.source = image
         over = self.basemap_layer()
+        layers = image * over
+        if self.detail is not None:
+            # the 0.05° detail (dashboard.views.detail) above the basemap bitmap: the bitmap has the globe's
+            # pixel size, so zoomed in its coast pixels are coarse blocks; the detail's land cells cover them
+            # and its NaN (sea) cells let the ocean show
+            self.detail.set_view(None)
+            layers = layers * self.detail_layer.dmap
         outline = hv.DynamicMap(self._outline, streams=[hv.streams.Params(store.state, ["region"])])
         marker = hv.DynamicMap(self._marker, streams=[hv.streams.Params(store, ["profile_cell"])])
         sites = hv.DynamicMap(self._sites, streams=[hv.streams.Params(store.state, ["sites"])])
@@ -300,7 +349,7 @@ class GeoMapView(pn.viewable.Viewer):
         x0, x1, y0, y1 = self.bounds()
         pad = 0.02 * max(x1 - x0, y1 - y0)
         width, height = self.frame_size()
-        return (image * over * sites * misfit * outline * marker).opts(
+        return (layers * sites * misfit * outline * marker).opts(
             hv.opts.Overlay(xlim=(x0 - pad, x1 + pad), ylim=(y0 - pad, y1 + pad), frame_width=width,
                             frame_height=height, xaxis=None, yaxis=None,
                             bgcolor=LAND, backend_opts={"plot.output_backend": output_backend()}))

@@ -13,6 +13,8 @@ Rendering choices (measured; see docs/dashboard.md and the ecosystem guide §3.4
   other change (variable, depth, source, region outline) re-renders through the DynamicMap.
 * Colour limits are fixed per (source, depth, variable) from the baseline (``store.color_limits``), so a
   slider move changes colours, never the scale.
+* **Zoom for detail**: given a :class:`~dashboard.views.detail.DetailView`, the plot's view (``RangeXY``) is
+  reported to it and its 0.05° answer is drawn above the image (:class:`~dashboard.views.detail.DetailLayer`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import param
 from dashboard.state import BOX_PREFIX, parse_box_key
 from dashboard.store import MapLayer, ResultStore, coastline_polyline, color_limits, observed_sites, world_extent
 from dashboard.views import colorbar_hook, output_backend
+from dashboard.views.detail import DetailLayer, DetailView, detail_image
 
 #: Tallest the map gets (px): keeps small, square worlds from filling several screens.
 MAX_HEIGHT = 600
@@ -61,8 +64,9 @@ class _Frame(param.Parameterized):
 class MapView:
     """Builds the map and wires taps and box selections back into the store."""
 
-    def __init__(self, store: ResultStore) -> None:
+    def __init__(self, store: ResultStore, detail: DetailView | None = None) -> None:
         self.store = store
+        self.detail = detail
         self.extent = world_extent(store.world)
         lon0, lon1, lat0, lat1 = self.extent
         self.aspect = float(np.clip((lon1 - lon0) / max(lat1 - lat0, 1e-6), 1.0, 2.6))
@@ -95,7 +99,13 @@ class MapView:
         self.bounds_stream = hv.streams.BoundsXY(source=shown, bounds=None)
         self.bounds_stream.add_subscriber(self._on_bounds)
 
-        self.overlay = (shown * coast * sites * misfit * outline * marker).opts(
+        layers = shown
+        if detail is not None:  # the 0.05° detail over the view (dashboard.views.detail), above the coarse image
+            self.detail_layer = DetailLayer(detail, "data", lambda da: detail_image(da, [_LON, _LAT]), self._no_detail)
+            layers = shown * self.detail_layer.dmap
+            self.range_stream = hv.streams.RangeXY(source=shown)
+            self.range_stream.add_subscriber(self._on_range)
+        self.overlay = (layers * coast * sites * misfit * outline * marker).opts(
             hv.opts.Overlay(xlim=(lon0, lon1), ylim=(lat0, lat1), responsive=True, aspect=self.aspect,
                             min_height=260, max_height=MAX_HEIGHT,
                             backend_opts={"plot.output_backend": output_backend()}),
@@ -139,6 +149,19 @@ class MapView:
         src = plot.handles.get("source")
         if src is not None:
             self._sources[id(src)] = src
+
+    def _on_range(self, x_range, y_range) -> None:
+        """The plot's view (lon/lat axes) -> the detail's view; the whole world when not zoomed."""
+        if x_range is None or y_range is None or None in (*x_range, *y_range):
+            self.detail.set_view(None)
+            return
+        self.detail.set_view((x_range[0], x_range[1], y_range[0], y_range[1]))
+
+    def _no_detail(self) -> hv.Image:
+        """The detail layer while hidden: 2 x 2 empty cells over the world."""
+        lon0, lon1, lat0, lat1 = self.extent
+        return hv.Image(np.full((2, 2), np.nan, dtype=np.float32), bounds=(lon0, lat0, lon1, lat1),
+                        kdims=[_LON, _LAT], vdims=["detail"])
 
     def _on_bounds(self, bounds: tuple[float, float, float, float] | None) -> None:
         if bounds is None:

@@ -57,9 +57,9 @@ from proda_engine.physics import Forcing, default_params, params_from_theta
 from proda_engine.physics import diagnostics as dg
 from proda_engine.physics.inputs import input_profile
 from proda_engine.physics.model import Status
-from proda_engine.physics.operator import assemble
 from proda_engine.physics.scalars import diagnostic_modifier, month_mean_modifiers, xi_depth
 from proda_engine.physics.solver import solve
+from proda_engine.products.multipliers import MECHANISMS, NO_CHANGE, multiplied_operator, multiplier_key, scaled_beta
 from proda_engine.products.regions import (
     KOPPEN_GROUPS,
     KOPPEN_LABELS,
@@ -167,7 +167,8 @@ class CellSolver:
         return self._cache[key]
 
     def solve(self, theta: np.ndarray | None, *, input_scale: float | np.ndarray | None = None,
-              diagnostics: Sequence[str] = tuple(DIAGNOSTICS)) -> CellSolution:
+              diagnostics: Sequence[str] = tuple(DIAGNOSTICS),
+              multipliers: Mapping[str, float] | tuple[float, ...] | None = None) -> CellSolution:
         """Solve every cell of the batch.
 
         Args:
@@ -175,7 +176,13 @@ class CellSolver:
                 default-CLM5 preset (physical defaults, sand-dependent f_S1S2).
             input_scale: multiply the four annual inputs (scalar or (C,)), e.g. 1 + q for NPP.
             diagnostics: which bulk diagnostics to compute (``input`` and ``cue`` always).
+            multipliers: bulk what-if multipliers (mechanism -> m, or a tuple in
+                :data:`~proda_engine.products.multipliers.MECHANISMS` order), applied by the same
+                :func:`~proda_engine.products.multipliers.multiplied_operator` as the what-if engine; None:
+                none (all 1).
         """
+        mult = NO_CHANGE if multipliers is None else multiplier_key(multipliers)
+        m_i = mult[MECHANISMS.index("I")]  # beta x m_I: the input profile depends on it
         f = self.forcing
         with torch.no_grad():
             if theta is None:
@@ -194,10 +201,12 @@ class CellSolver:
             g = self.grid
             mods = self._get(("mods", *kq), lambda: month_mean_modifiers(self.forcing, p["q10"], p["wscaling"]))
             xd = self._get(("xd", *kx), lambda: xi_depth(g, p["efolding"]))
-            phi = self._get(("phi", *kb), lambda: input_profile(self.forcing, g, p["beta"]))
+            phi = self._get(("phi", *kb, m_i), lambda: input_profile(self.forcing, g, scaled_beta(p["beta"], m_i)))
             xhat = self._get(("xhat", *kq, *kx), lambda: diagnostic_modifier(
                 self.forcing, g, p["q10"], p["wscaling"], p["efolding"]))
-            op = assemble(p, f, g, self.closure, modifiers=mods, depth_scalar=xd, phi=phi)
+            # the what-if's multipliers, through the one helper the engine uses (all 1: the plain operator)
+            p, op, f, xhat = multiplied_operator(p, f, g, self.closure, mult, modifiers=mods, depth_scalar=xd,
+                                                 xhat=xhat, phi=phi)
             X = solve(op)
             status, soc, st, cue = dg.fused_summaries(X, op, p, xhat, g)
             soc_np = soc.numpy()
@@ -218,7 +227,7 @@ class CellSolver:
                 if "transport" in diagnostics:
                     diags["transport"] = (w * ((op.lo + op.up).numpy() * DAYS)).sum(0)
             if "allocation" in diagnostics:
-                diags["allocation"] = self._get(("abeta", *kb), lambda: dg.apparent_beta(
+                diags["allocation"] = self._get(("abeta", *kb, m_i), lambda: dg.apparent_beta(
                     self.forcing, g, p["beta"]).numpy())
         status = status.numpy()
         valid = plausible(status, stocks["whole"], cin, diags)

@@ -59,10 +59,8 @@ import xarray as xr
 
 from proda_engine.grid import DEPTH_INTERVALS, Grid, get_grid
 from proda_engine.parameters import (
-    BETA_THETA_MAX,
     GROUPS,
     LOWER,
-    PARAMETER_INDEX,
     PARAMETERS,
     THETA_CLAMP_LOWER,
     THETA_CLAMP_UPPER,
@@ -75,14 +73,22 @@ from proda_engine.physics.inputs import input_profile, source_vector
 from proda_engine.physics.operator import Operator, assemble
 from proda_engine.physics.scalars import month_means_and_diagnostic, xi_depth
 from proda_engine.physics.transfer import (
-    TAU_NAMES,
     base_rates,
     fraction_tensor,
 )
 from proda_engine.products.gridded import CF_VARIABLES, coarse_fragment_stocks, plausible
+from proda_engine.products.multipliers import (  # noqa: F401  (re-exported: the what-if's public names)
+    BETA_MAX,
+    MAX_DONOR_EFFICIENCY,
+    MECHANISMS,
+    NO_CHANGE,
+    apply_multipliers,
+    multiplied_operator,
+    multiplier_key,
+    scaled_beta,
+)
 from proda_engine.products.regions import TOTALS_CONVENTION, Region, cell_area, region_mask, total_pg
 
-MECHANISMS: tuple[str, ...] = ("A", "K", "Xi", "V", "I", "NPP")
 MECHANISM_LABELS: dict[str, str] = {
     "A": "microbial CUE", "K": "baseline decomposition rate K̄", "Xi": "environmental modifier ξ̄",
     "V": "vertical transport V̄", "I": "input allocation Ī", "NPP": "carbon input",
@@ -98,16 +104,10 @@ SPACES: tuple[str, ...] = ("bulk", "theta", "multiplier")
 BULK_TOLERANCE = 5e-4
 #: At most this many steady-state solves to realise one bulk request.
 MAX_BULK_ITERATIONS = 8
-#: Guard of the CUE multiplier: no donor pool passes on more than this fraction of what it decomposes
-#: (at 1 a pool would never respire and the steady state would not exist).
-MAX_DONOR_EFFICIENCY = 0.95
-#: Largest beta of the input profile (the spec's clamp of beta's theta at 0.98).
-BETA_MAX = float(LOWER[PARAMETER_INDEX["beta"]] + BETA_THETA_MAX * (UPPER - LOWER)[PARAMETER_INDEX["beta"]])
 #: Bounds of every multiplier m.
 MULTIPLIER_BOUNDS = (0.02, 50.0)
 _LOG_BOUNDS = (math.log(MULTIPLIER_BOUNDS[0]), math.log(MULTIPLIER_BOUNDS[1]))
-_NO_CHANGE = (1.0,) * len(MECHANISMS)
-_FRACTIONS = ("fl1s1", "fl2s1", "fl3s2", "fs1s2", "fs1s3", "fs2s1", "fs2s3", "fs3s1")
+_NO_CHANGE = NO_CHANGE
 _INTERVALS = tuple(DEPTH_INTERVALS)
 
 
@@ -168,45 +168,6 @@ def perturb_theta(theta: np.ndarray, key: tuple[float, ...]) -> np.ndarray:
         if m != "NPP" and q != 0.0:
             out[:, list(GROUPS[m])] *= 1.0 + q
     return clamp_theta(out, log_clamps=False)
-
-
-def multiplier_key(multipliers: Mapping[str, float] | tuple[float, ...]) -> tuple[float, ...]:
-    """Canonical multipliers (one per mechanism, 1 = unchanged), rounded to 12 significant digits."""
-    vals = tuple(multipliers[m] for m in MECHANISMS) if isinstance(multipliers, Mapping) else tuple(multipliers)
-    if len(vals) != len(MECHANISMS) or not all(v > 0 and math.isfinite(v) for v in vals):
-        raise ValueError(f"multipliers must be {len(MECHANISMS)} finite positive numbers, found {vals}")
-    return tuple(float(f"{v:.12g}") for v in vals)
-
-
-def apply_multipliers(params: Mapping[str, torch.Tensor], mult: tuple[float, ...]) -> dict[str, torch.Tensor]:
-    """Physical parameters under the bulk multipliers (``space="multiplier"``).
-
-    K: every tau / m_K (all decay rates x m_K); A: the eight microbial transfer fractions x m_A, each
-    donor's summed fraction capped at :data:`MAX_DONOR_EFFICIENCY` (fractions rescaled together); I:
-    beta x m_I, at most :data:`BETA_MAX`. Xi and V act on the operator (the environmental modifier and
-    the transport rates), NPP on the inputs; CWD's split to L2/L3 (not microbial) is never changed.
-    """
-    m = dict(zip(MECHANISMS, mult))
-    out = dict(params)
-    if m["K"] != 1.0:
-        for name in set(TAU_NAMES):
-            out[name] = out[name] / m["K"]
-    if m["A"] != 1.0:
-        for name in _FRACTIONS:
-            out[name] = out[name] * m["A"]
-        for donor in (("fl1s1",), ("fl2s1",), ("fl3s2",), ("fs1s2", "fs1s3"), ("fs2s1", "fs2s3"), ("fs3s1",)):
-            total = sum(out[n] for n in donor)
-            scale = torch.clamp(MAX_DONOR_EFFICIENCY / torch.clamp(total, min=1e-300), max=1.0)
-            for n in donor:
-                out[n] = out[n] * scale
-    if m["I"] != 1.0:
-        out["beta"] = scaled_beta(out["beta"], m["I"])
-    return out
-
-
-def scaled_beta(beta: torch.Tensor, m: float) -> torch.Tensor:
-    """beta x m kept a root-like profile: in [1e-3, :data:`BETA_MAX`]."""
-    return beta if m == 1.0 else torch.clamp(beta * m, min=1e-3, max=BETA_MAX)
 
 
 @dataclass
@@ -665,13 +626,9 @@ class WhatIfEngine:
         phi = self._part((source, "m:phi", m["I"]), lambda: input_profile(f, g, p["beta"]))
         cin = f.inputs.sum(0).numpy() * m["NPP"]
         abeta = self._abeta(source, m["I"])
-        if self.lean:
-            mods = (means[0] * m["Xi"], means[1] * m["Xi"]) if m["Xi"] != 1.0 else means[:2]
-            fi = f.with_inputs(f.inputs * m["NPP"]) if m["NPP"] != 1.0 else f
-            op = assemble(p, fi, g, self.closure, modifiers=mods, depth_scalar=xd, phi=phi)
-            if m["V"] != 1.0:
-                op.lo.mul_(m["V"])
-                op.up.mul_(m["V"])
+        if self.lean:  # the shared multiplier physics (also CellSolver's, e.g. the 0.05° detail tiles)
+            p, op, _, _ = multiplied_operator(base, f, g, self.closure, key, modifiers=means[:2], depth_scalar=xd,
+                                              phi=phi)
             return p, op, None, xhat, cin, abeta
 
         def unit_operator():
