@@ -182,11 +182,14 @@ def test_site_comparison_reaches_the_store(world):
 # ---------------------------------------------------------------------------------------------
 
 
-def _image_source(root):
+def _image_source(root, shape: tuple[int, int] | None = None):
+    """The image glyph's source; with ``shape``, the one whose image has it (the map also holds the 0.05°
+    detail layer's image, which on the tiny world is on screen from the start)."""
     from bokeh.models import ColumnDataSource, GlyphRenderer
     from bokeh.models import Image as ImageGlyph
 
-    rend = next(r for r in root.select({"type": GlyphRenderer}) if isinstance(r.glyph, ImageGlyph))
+    rend = next(r for r in root.select({"type": GlyphRenderer}) if isinstance(r.glyph, ImageGlyph)
+                and (shape is None or np.shape(r.data_source.data["image"][0]) == shape))
     assert isinstance(rend.data_source, ColumnDataSource)
     return rend.data_source
 
@@ -244,7 +247,7 @@ def test_slider_step_swaps_image_data_only(world):
     doc = Document()
     root = app.map.pane.get_root(doc)
     doc.add_root(root)
-    src = _image_source(root)
+    src = _image_source(root, app.store.layer.values.shape)
     mapper = next(iter(root.select({"type": LinearColorMapper})))
     renders, before = app.map.stats["renders"], (mapper.low, mapper.high)
     app.state.A = 10
