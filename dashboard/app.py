@@ -448,6 +448,23 @@ def _exit_with_parent(parent: int, every: float = 1.0) -> None:
     os._exit(0)
 
 
+def served_settings() -> dict[str, object]:
+    """Bokeh settings of the served dashboard (:func:`serve`); returns what was set.
+
+    Bokeh validates every new session's document twice (when the application creates it and again when
+    the page is embedded): developer checks (empty layouts, sizing hints) that walk all ~360 models,
+    ~40 ms each time on this machine, on the one event loop that builds every session. The tests (which
+    serve through ``pn.serve`` directly) keep them; the served app skips them unless ``BOKEH_VALIDATE_DOC``
+    asks for them.
+    """
+    from bokeh.settings import settings
+
+    if "BOKEH_VALIDATE_DOC" in os.environ:
+        return {}
+    settings.perform_document_validation.set_value(False)
+    return {"perform_document_validation": False}
+
+
 def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, world: str | None = None,
           allow_websocket_origin: list[str] | None = None, num_procs: int = 1, **kwargs) -> None:
     """Warm the engine, then serve the dashboard (blocking). Binds to 127.0.0.1 unless told otherwise.
@@ -464,6 +481,7 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, worl
     """
     legacy = kwargs.pop("websocket_origin", None)  # pn.serve's name for the same list
     options = server_options(address, port, allow_websocket_origin or legacy)
+    served_settings()
     if world is not None:
         os.environ["PRODA_WORLD"] = world  # api.world_name() and the footer follow the served world
     if not is_loopback(address):

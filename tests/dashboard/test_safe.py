@@ -174,3 +174,21 @@ def test_serve_command_takes_server_processes(capsys):
     assert build_parser().parse_args(["serve", "--num-procs", "2"]).num_procs == 2
     assert main(["serve", "--num-procs", "0", "--no-train"]) == 2
     assert "--num-procs must be >= 1, found 0" in capsys.readouterr().err
+
+
+def test_served_settings_skip_document_validation_unless_asked(monkeypatch):
+    """The served app skips Bokeh's per-session developer validation (twice per session); the environment
+    variable keeps it, and the value really reaches Bokeh."""
+    from bokeh.settings import settings
+
+    from dashboard.app import served_settings
+
+    try:
+        monkeypatch.setenv("BOKEH_VALIDATE_DOC", "true")
+        assert served_settings() == {} and settings.perform_document_validation() is True
+        monkeypatch.delenv("BOKEH_VALIDATE_DOC")
+        assert served_settings() == {"perform_document_validation": False}
+        assert settings.perform_document_validation() is False
+    finally:
+        settings.perform_document_validation.unset_value()
+    assert settings.perform_document_validation() is True
