@@ -138,7 +138,7 @@ class PixelMap:
         return out.reshape(self.shape)
 
 
-def _grid_index(coord: np.ndarray, centres: np.ndarray) -> np.ndarray:
+def grid_index(coord: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Index of the cell (of a regular grid of ``centres``, either direction) containing each coordinate,
     -1 outside the grid or for NaN."""
     n = centres.size
@@ -166,7 +166,7 @@ def _pixel_map(key: str, lon_t: tuple, lat_t: tuple, width: int) -> PixelMap:
     # longitudes of the grid may be 0..360: bring the pixel's longitude into the grid's range
     if lon.max() > 180:
         plon = np.where(plon < 0, plon + 360, plon)
-    ix, iy = _grid_index(plon, lon), _grid_index(plat, lat)
+    ix, iy = grid_index(plon, lon), grid_index(plat, lat)
     valid = (ix >= 0) & (iy >= 0)
     if key in POLAR_LIMIT:  # only the cap (the square's corners reach lower latitudes)
         lim = POLAR_LIMIT[key]

@@ -81,7 +81,7 @@ CHANGE_SCALE = 0.5
 _SESSION_IDS = itertools.count(1)
 
 
-def _held():
+def held():
     """``pn.io.hold()`` on the current session document when served (one message for a batch of
     changes), a no-op without a session (inline use in tests and notebooks)."""
     import panel as pn
@@ -692,7 +692,7 @@ class ResultStore(param.Parameterized):
         # Served: hold the session's document so the map, five cards, ensemble card and spinner go to
         # the browser as one message (each pane otherwise sent its own, and each message serialises
         # against the whole ~420-model document: ~5 ms apiece on the server, one repaint each in the page).
-        with _held():
+        with held():
             self.param.update(**update)
 
     def fail(self, exc: BaseException, what: str = "request") -> None:
@@ -836,7 +836,7 @@ class ResultStore(param.Parameterized):
                     continue  # joined another session's job that session abandoned: ask again
                 if unc is not None and key == self._uncertainty_key():
                     self._unc_key = key
-                    with _held():
+                    with held():
                         self.uncertainty = unc
         finally:
             self._unc_running = False

@@ -119,7 +119,7 @@ def project_detail(da, projection: str, width: int | None = None) -> ProjectedDe
     plon, plat = geo.to_lonlat(projection, X.ravel(), Y.ravel())
     if lon.max() > 180:  # a 0..360 grid
         plon = np.where(plon < 0, plon + 360, plon)
-    ix, iy = geo._grid_index(plon, lon), geo._grid_index(plat, lat)  # the coarse pixel map's cell lookup
+    ix, iy = geo.grid_index(plon, lon), geo.grid_index(plat, lat)  # the coarse pixel map's cell lookup
     ok = (ix >= 0) & (iy >= 0)
     image = np.full(X.size, np.nan, np.float32)
     image[ok] = values[iy[ok], ix[ok]]
@@ -287,7 +287,7 @@ class DetailView(param.Parameterized):
         if key is None:
             self._generation += 1  # an answer still on its way is dropped
             self._done = None
-            with store_mod._held():
+            with store_mod.held():
                 self.param.update(data=None, image=None, status=reason)
             return
         if key == self._done:
@@ -307,7 +307,7 @@ class DetailView(param.Parameterized):
     def _answer(self, key: tuple | None, answer) -> None:
         # held like the store's results: the layers' swaps then reach the page as one message, and a swap never
         # patches a served document outside its lock (Bokeh refused that before the page had loaded)
-        with store_mod._held():
+        with store_mod.held():
             self._show(key, answer)
 
     def _show(self, key: tuple | None, answer) -> None:

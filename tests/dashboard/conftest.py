@@ -92,13 +92,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_threaded(factory, **options):
+    """Serve ``factory`` per session in a thread with the options `proda serve` uses (loopback, explicit
+    websocket origins, the security headers: every browser test also shows the page works under that CSP),
+    plus ``options``; return (server, url) once the server answers its liveness probe."""
+    import panel as pn
+
+    from dashboard.app import server_options
+
+    port = _free_port()
+    server = pn.serve(factory, threaded=True, show=False, liveness=True, **options,
+                      **server_options("127.0.0.1", port))
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 30
+    while True:  # the server thread is up when it answers
+        try:
+            with urllib.request.urlopen(f"{url}liveness", timeout=2) as r:
+                if r.status == 200:
+                    return server, url
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 @pytest.fixture
 def served(world: str) -> Iterator[tuple[str, list]]:
     """Serve a per-session factory as ``proda serve`` does; yield (url, apps) where ``apps`` collects each
     session's app."""
     import panel as pn
 
-    from dashboard.app import build_app, server_options
+    from dashboard.app import build_app
 
     apps: list = []
 
@@ -107,21 +131,7 @@ def served(world: str) -> Iterator[tuple[str, list]]:
         apps.append(app)
         return app.template
 
-    port = _free_port()
-    # the options `proda serve` uses: loopback, explicit websocket origins, the security headers (CSP),
-    # so every browser test also shows that the page works under that policy
-    server = pn.serve(factory, threaded=True, show=False, liveness=True, **server_options("127.0.0.1", port))
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}liveness", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    server, url = serve_threaded(factory)
     try:
         yield url, apps
     finally:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import socket
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -19,11 +17,7 @@ import pytest
 from dashboard.runner import RUNNER
 from proda_engine import api
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .conftest import serve_threaded
 
 
 @pytest.fixture
@@ -32,7 +26,7 @@ def served_clients(world: str) -> Iterator[tuple[str, list, list]]:
     connection closes; yields (url, apps, docs) with each session's app and server-side document."""
     import panel as pn
 
-    from dashboard.app import build_app, server_options
+    from dashboard.app import build_app
 
     apps, docs = [], []
 
@@ -42,20 +36,8 @@ def served_clients(world: str) -> Iterator[tuple[str, list, list]]:
         docs.append(pn.state.curdoc)
         return app.template
 
-    port = _free_port()
-    server = pn.serve(factory, threaded=True, show=False, liveness=True, unused_session_lifetime_milliseconds=300,
-                      check_unused_sessions_milliseconds=100, **server_options("127.0.0.1", port))
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 30
-    while True:  # the server thread is up when it answers
-        try:
-            with urllib.request.urlopen(f"{url}liveness", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    server, url = serve_threaded(factory, unused_session_lifetime_milliseconds=300,
+                                 check_unused_sessions_milliseconds=100)
     try:
         yield url, apps, docs
     finally:
