@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import param
 
 from dashboard.geo import DEFAULT_PROJECTION, PROJECTIONS
-from dashboard.safe import MAX_QUERY_VALUE, parse_flag
+from dashboard.safe import checked_query, parse_flag
 
 #: URL keys of this state (parameter name -> query key).
 GEO_URL_PARAMS: dict[str, str] = {"projection": "projection", "compare": "compare", "demo": "demo", "step": "step"}
@@ -52,19 +52,7 @@ class GeoState(param.Parameterized):
 
     def validate_query(self, query: Mapping[str, str]) -> tuple[dict[str, object], list[str]]:
         """(values to apply, ignored keys) from raw URL strings; nothing raises."""
-        values: dict[str, object] = {}
-        ignored: list[str] = []
-        for name, key in GEO_URL_PARAMS.items():
-            if key not in query:
-                continue
-            raw = query[key]
-            try:
-                if not isinstance(raw, str) or len(raw) > MAX_QUERY_VALUE:
-                    raise ValueError("too long")
-                values[name] = self._check(name, raw.strip("'\""))
-            except ValueError:
-                ignored.append(key)
-        return values, ignored
+        return checked_query(query, GEO_URL_PARAMS, lambda name, raw: self._check(name, raw.strip("'\"")))
 
     @staticmethod
     def _check(name: str, raw: str) -> object:

@@ -324,3 +324,23 @@ async def follow_latest(store, kind: str, generation: Callable[[], int], request
         if gen == generation():
             apply(req, out)
             return
+
+
+class LatestFollower:
+    """At most one :func:`follow_latest` loop per view at a time.
+
+    A view calls this on every change of its request; while a loop is running a call returns at once,
+    because the running loop asks again with the newest request when its answer arrives (its
+    ``generation`` moved on), so a burst of changes costs one loop, not one per change."""
+
+    def __init__(self) -> None:
+        self.running = False
+
+    async def __call__(self, *args, **kwargs) -> None:
+        if self.running:
+            return
+        self.running = True
+        try:
+            await follow_latest(*args, **kwargs)
+        finally:
+            self.running = False

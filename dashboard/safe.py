@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import urllib.parse
+from collections.abc import Callable, Mapping
 
 #: Longest outside text shown in one piece (characters); longer text is cut with an ellipsis.
 MAX_TEXT = 300
@@ -89,6 +90,29 @@ def url_query(search: str | None) -> dict[str, str]:
     except ValueError:
         return {}
     return dict(pairs)
+
+
+def checked_query(query: Mapping[str, str], keys: Mapping[str, str],
+                  check: Callable[[str, str], object]) -> tuple[dict[str, object], list[str]]:
+    """(values to apply, ignored URL keys) of the ``keys`` (parameter name -> URL key) present in ``query``.
+
+    Each raw value goes through ``check(name, raw)``; a non-string, one longer than
+    :data:`MAX_QUERY_VALUE` or one ``check`` refuses with ``ValueError`` leaves its key ignored (the
+    parameter keeps its default). Nothing raises.
+    """
+    values: dict[str, object] = {}
+    ignored: list[str] = []
+    for name, key in keys.items():
+        if key not in query:
+            continue
+        raw = query[key]
+        try:
+            if not isinstance(raw, str) or len(raw) > MAX_QUERY_VALUE:
+                raise ValueError("too long")
+            values[name] = check(name, raw)
+        except ValueError:
+            ignored.append(key)
+    return values, ignored
 
 
 def parse_percent(text: str, bounds: tuple[int, int]) -> int:

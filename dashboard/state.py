@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import param
 
-from dashboard.safe import MAX_QUERY_VALUE, parse_flag, parse_percent
+from dashboard.safe import checked_query, parse_flag, parse_percent
 from proda_engine import api
 
 #: Map variables: label shown in the select -> name of the variable in ``WhatIfResult.maps``.
@@ -172,19 +172,7 @@ class DashboardState(param.Parameterized):
         (they keep their defaults). Uploaded polygons are never valid in a link: they belong to the
         session that uploaded them. Nothing here raises.
         """
-        values: dict[str, object] = {}
-        ignored: list[str] = []
-        for name, key in URL_PARAMS.items():
-            if key not in query:
-                continue
-            raw = query[key]
-            try:
-                if not isinstance(raw, str) or len(raw) > MAX_QUERY_VALUE:
-                    raise ValueError("too long")
-                values[name] = self._check_url_value(name, raw)
-            except ValueError:
-                ignored.append(key)
-        return values, ignored
+        return checked_query(query, URL_PARAMS, self._check_url_value)
 
     def url_query(self) -> dict[str, str]:
         """The state as URL query strings (the inverse of :meth:`validate_query`), e.g. ``{"A": "5", ...}``."""

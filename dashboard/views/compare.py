@@ -16,7 +16,7 @@ import param
 
 from dashboard import geo
 from dashboard import store as store_mod
-from dashboard.runner import follow_latest
+from dashboard.runner import LatestFollower
 from dashboard.safe import escape
 from dashboard.state import VARIABLES, variable_label
 from dashboard.store import MapLayer, ResultStore, make_layer
@@ -66,7 +66,7 @@ class CompareView(pn.viewable.Viewer):
         if self.source_b is None:
             self.source_b = store.state.source
         self._generation = 0
-        self._running = False
+        self._follow = LatestFollower()  # one query loop at a time (runner.py)
         self.plot = pn.pane.HoloViews(None, linked_axes=True,
                                       css_classes=["proda-compare-plot"], visible=False)
         self.summary = pn.pane.Markdown("", css_classes=["proda-compare-totals"])
@@ -121,14 +121,8 @@ class CompareView(pn.viewable.Viewer):
         param.parameterized.async_executor(self._async)
 
     async def _async(self) -> None:
-        if self._running:
-            return
-        self._running = True
-        try:
-            await follow_latest(self.store, "compare-b", lambda: self._generation, self.b_request, self.compute_b,
-                                lambda _req, res: setattr(self, "result_b", res), "comparison B")
-        finally:
-            self._running = False
+        await self._follow(self.store, "compare-b", lambda: self._generation, self.b_request, self.compute_b,
+                           lambda _req, res: setattr(self, "result_b", res), "comparison B")
 
     # -- drawing ---------------------------------------------------------------------------
     def layers(self) -> tuple[MapLayer, MapLayer]:

@@ -38,7 +38,7 @@ import panel as pn
 import param
 
 from dashboard import store as store_mod
-from dashboard.runner import follow_latest
+from dashboard.runner import LatestFollower
 from dashboard.store import ResultStore, world_extent
 from proda_engine import api
 
@@ -222,7 +222,7 @@ class DetailView(param.Parameterized):
         self.store = store
         self.extent = world_extent(store.world)
         self._generation = 0
-        self._running = False
+        self._follow = LatestFollower()  # one query loop at a time (runner.py)
         self._done: tuple | None = None  # the request whose answer is on screen
         self.projection = "plate_carree"  # of the map that reported the view last (the one on screen)
         self.stats = {"requests": 0, "answers": 0}
@@ -324,11 +324,5 @@ class DetailView(param.Parameterized):
                                  f"{applied}")
 
     async def _async(self) -> None:
-        if self._running:  # the running request re-checks the newest key when done
-            return
-        self._running = True
-        try:
-            await follow_latest(self.store, "detail", lambda: self._generation, self.request, self.compute,
-                                self._answer, "0.05° detail", lane="slow")
-        finally:
-            self._running = False
+        await self._follow(self.store, "detail", lambda: self._generation, self.request, self.compute,
+                           self._answer, "0.05° detail", lane="slow")

@@ -21,7 +21,7 @@ import panel as pn
 import param
 
 from dashboard import store as store_mod
-from dashboard.runner import follow_latest
+from dashboard.runner import LatestFollower
 from dashboard.state import variable_label
 from dashboard.store import ResultStore
 from dashboard.views import output_backend
@@ -108,7 +108,7 @@ class PointView(pn.viewable.Viewer):
         super().__init__(**params)
         self.store = store
         self._generation = 0
-        self._running = False
+        self._follow = LatestFollower()  # one query loop at a time (runner.py)
         self._done: tuple | None = None  # the key of the query on screen
         self.summary = pn.pane.HTML(summary_html(None), css_classes=["proda-point"], sizing_mode="stretch_width")
         self.chart = pn.pane.HoloViews(profile_chart(None), sizing_mode="stretch_width", min_height=300,
@@ -163,11 +163,5 @@ class PointView(pn.viewable.Viewer):
         self.query, self._done = query, key
 
     async def _async(self) -> None:
-        if self._running:  # the running query re-checks the newest key when done
-            return
-        self._running = True
-        try:
-            await follow_latest(self.store, "point-query", lambda: self._generation, self._key, self.compute,
-                                self._answer, "point query")
-        finally:
-            self._running = False
+        await self._follow(self.store, "point-query", lambda: self._generation, self._key, self.compute,
+                           self._answer, "point query")

@@ -42,3 +42,20 @@ def test_profile_chart_replaces_its_hint_at_the_first_tap(app):
     assert slot.objects[0] is app.profile.pane
     (plot,) = _plots(root)
     assert plot.title.text.startswith("SOC profile at")
+
+
+def test_tune_gc_spaces_full_collections_only():
+    """The server's full collections wait for more young ones; the young generations stay as they were."""
+    import gc
+
+    from dashboard.app import GC_FULL_EVERY, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        assert tune_gc(3) == before
+        assert gc.get_threshold() == (before[0], before[1], 3)
+        tune_gc()
+        assert gc.get_threshold()[2] == GC_FULL_EVERY > 10  # CPython's default is 10
+        assert gc.isenabled()  # spaced, never switched off
+    finally:
+        gc.set_threshold(*before)

@@ -214,3 +214,53 @@ def test_served_engine_lane_solves_two_sessions_at_once(monkeypatch):
         monkeypatch.setenv("PRODA_ENGINE_THREADS", bad)
         with pytest.raises(ValueError, match="PRODA_ENGINE_THREADS"):
             engine_threads()
+
+
+def test_latest_follower_runs_one_loop_at_a_time(monkeypatch):
+    """Calls while a view's query loop runs return at once (the loop re-asks with the newest request);
+    after it ends, the next call starts a new loop; a loop that raises frees the follower too."""
+    import asyncio
+
+    import dashboard.runner as runner_mod
+
+    loops: list[tuple] = []
+    gate: dict[str, asyncio.Event] = {}
+
+    async def fake_follow(*args, **kwargs):
+        loops.append(args)
+        await gate["release"].wait()
+        if kwargs.get("boom"):
+            raise RuntimeError("boom")
+
+    monkeypatch.setattr(runner_mod, "follow_latest", fake_follow)
+
+    async def scenario() -> None:
+        release = gate["release"] = asyncio.Event()
+        follow = runner_mod.LatestFollower()
+        first = asyncio.ensure_future(follow("a"))
+        await asyncio.sleep(0)
+        assert follow.running and loops == [("a",)]
+        await asyncio.wait_for(follow("b"), 1)  # returns at once: the running loop covers it
+        assert loops == [("a",)]
+        release.set()
+        await first
+        assert not follow.running
+        await follow("c")
+        assert loops == [("a",), ("c",)]
+        with pytest.raises(RuntimeError):
+            await follow("d", boom=True)
+        assert not follow.running
+
+    # in a thread of its own: other tests of the session may leave this thread's event loop running
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(scenario())
+        except BaseException as exc:  # re-raised below, in the test's thread
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(TIMEOUT)
+    assert not t.is_alive() and not errors, errors

@@ -21,12 +21,12 @@ def test_step_slider_relies_on_reactive_debounce():
     assert pn.widgets.IntSlider._debounce > 0 and StepSlider._debounce == 0
 
 
-def test_template_relies_on_init_doc_and_theme_lookup():
-    base = pn.template.FastListTemplate
+def test_template_relies_on_init_doc():
+    base = pn.template.VanillaTemplate
     sig = inspect.signature(base._init_doc)
     assert list(sig.parameters)[:6] == ["self", "doc", "comm", "title", "notebook", "location"]
-    assert callable(base._get_theme_from_query_args)
-    assert DashboardTemplate._get_theme_from_query_args() is None  # no session: no theme
+    # the theme is a parameter the app sets from its checked query (no template reads the raw query)
+    assert DashboardTemplate(title="t", theme="dark").theme.__name__ == "DarkTheme"
 
 
 def test_template_relies_on_bokeh_frozen_model_set():
@@ -59,3 +59,21 @@ def test_location_sync_watcher_is_found_and_removed():
 
     loc.search = "?x=%C2%B2"  # Panel's watcher would parse this for location.sync and raise
     assert Target().x == 0
+
+
+def test_mathjax_hook_is_found_and_html_panes_no_longer_load_mathjax():
+    from bokeh.resources import Resources
+    from panel.io import resources
+
+    from dashboard.tweaks import skip_mathjax_for_html_panes
+
+    assert skip_mathjax_for_html_panes()  # the private hook exists and was replaced
+    assert "enable_mathjax" in inspect.signature(resources.bundle_resources).parameters
+    doc = Document()
+    doc.add_root(pn.pane.Markdown("**SOC** 1,258 Pg C").get_root(doc))
+    js = [str(f) for f in resources.bundle_resources(doc.roots, Resources(mode="server")).js_files]
+    assert any("bokeh.min.js" in f for f in js) and not any("mathjax" in f for f in js)
+    # Panel still loads it when asked to (the check is Panel's, the answer ours)
+    forced = resources.bundle_resources(doc.roots, Resources(mode="server"), enable_mathjax=True).js_files
+    forced = [str(f) for f in forced]
+    assert any("mathjax" in f for f in forced)
