@@ -121,10 +121,10 @@ def tune_gc(full_every: int = GC_FULL_EVERY) -> tuple[int, int, int]:
     sessions, ~34,000 objects each), so its 25 %-growth rule let a full collection through about every
     second page build, 25-300 ms on the event loop that builds every session (measured: 5 full
     collections in 8 page loads, 827 ms of them; a page that caught one took 2.1-2.4 s instead of
-    ~1.8 s). A full collection now waits for ``full_every`` generation-1 collections instead of 10 (~700,000
-    net allocations instead of ~70,000): one in 11 page loads measured. Young generations and reference counting are as
-    before, so garbage without cycles is freed at once and a closed session's cycles go at the next full
-    collection."""
+    ~1.8 s). A full collection now waits for ``full_every`` generation-1 collections instead of 10
+    (~700,000 net allocations instead of ~70,000): one in 11 page loads measured. Young generations and
+    reference counting are as before, so garbage without cycles is freed at once and a closed
+    session's cycles go at the next full collection."""
     before = gc.get_threshold()
     gc.set_threshold(before[0], before[1], int(full_every))
     return before
