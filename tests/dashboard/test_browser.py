@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 
 from proda_engine import api
 
-from .helpers import open_app
+from .helpers import activate_tool, open_app, settled_box
 
 pytestmark = pytest.mark.ui
 
@@ -116,19 +116,23 @@ def test_tap_shows_profile(page: Page, served, wait, artifacts):
 def test_box_selection_updates_totals(page: Page, served, wait, artifacts):
     url, apps = served
     app = open_app(page, url, apps, wait)
+    wait(lambda: app.store.result is not None, page, what="the first result")
     globe_total = app.store.result.totals["total_pg"]
-    page.locator(".proda-map .bk-tool-icon-box-select").first.click()
-    canvas = page.locator(".proda-map .bk-Canvas").first
-    b = canvas.bounding_box()
+    activate_tool(page, ".proda-map", "box-select")
+    b = settled_box(page, ".proda-map .bk-Canvas")
     x0, y0 = b["x"] + b["width"] * 0.3, b["y"] + b["height"] * 0.3
     x1, y1 = b["x"] + b["width"] * 0.6, b["y"] + b["height"] * 0.7
     page.mouse.move(x0, y0)
     page.mouse.down()
-    for i in range(1, 6):
-        page.mouse.move(x0 + (x1 - x0) * i / 5, y0 + (y1 - y0) * i / 5)
+    page.mouse.move(x1, y1, steps=8)
     page.mouse.up()
-    wait(lambda: app.state.region.startswith("box:") and app.store.result.totals["region"].startswith("box"),
-         page, what="box region solved")
+    try:
+        wait(lambda: app.state.region.startswith("box:"), page, what="the drawn box as the region")
+    except AssertionError as err:  # say what the server saw of the gesture
+        page.screenshot(path=str(artifacts / "dashboard-box-failed.png"))
+        raise AssertionError(f"{err}; the map's box stream holds {app.map.bounds_stream.bounds!r}, "
+                             f"region {app.state.region!r}, canvas {b}") from None
+    wait(lambda: app.store.result.totals["region"].startswith("box"), page, what="box region solved")
     totals = app.store.result.totals
     assert 0 < totals["total_pg"] < globe_total
     assert totals["n_cells"] > 0
