@@ -30,6 +30,7 @@ from dashboard.runner import RUNNER
 from dashboard.safe import escape, ignored_notice, url_query
 from dashboard.state import BOX_PREFIX, URL_PARAMS, DashboardState, box_label
 from dashboard.store import ResultStore
+from dashboard.style import CSS, MUTED, TABS_CSS
 from dashboard.tweaks import DashboardTemplate, drop_location_sync, skip_mathjax_for_html_panes
 from dashboard.views.compare import CompareView
 from dashboard.views.controls import Controls
@@ -50,16 +51,6 @@ log = logging.getLogger(__name__)
 
 TITLE = "PRODA — global soil carbon"
 
-CSS = """
-.proda-card { border-radius: 8px; padding: 8px 12px; background: #f6f8fa; border: 1px solid #d0d7de;
-              min-width: 150px; }
-.proda-card-title { font-size: 0.8em; color: #57606a; text-transform: uppercase; letter-spacing: 0.03em; }
-.proda-card-value { font-size: 1.45em; font-weight: 600; color: #1f2328; white-space: nowrap; }
-.proda-card-sub { font-size: 0.8em; color: #57606a; }
-.proda-card.up .proda-card-value { color: #1a7f37; }
-.proda-card.down .proda-card-value { color: #cf222e; }
-.proda-provenance { font-size: 0.85em; color: #57606a; padding: 2px 4px; }
-"""
 
 
 def _exception_handler(exc: BaseException) -> None:
@@ -331,7 +322,8 @@ class DashboardApp(param.Parameterized):
         # the scatter sits in a tab: its comparison is computed only while it is on screen (after the map)
         self.tabs = pn.Tabs(("Sensitivity", self.sensitivity.pane), ("Observed vs modelled", self.scatter.pane),
                             ("Point query", self.point), ("Compare", self.compare),
-                            dynamic=True, sizing_mode="stretch_width", css_classes=["proda-tabs"])
+                            dynamic=True, sizing_mode="stretch_width", css_classes=["proda-tabs"],
+                            stylesheets=[TABS_CSS])
         if self.geo.compare != "off":
             self.tabs.active = 3
         self.tabs.param.watch(self._on_tab, "active")
@@ -348,7 +340,7 @@ class DashboardApp(param.Parameterized):
             "selected region; the engine finds the multiplier that realises it and re-solves every land cell's "
             "steady state (`proda_engine.api.what_if`). Totals: coarse-fragment corrected, full cell areas, one "
             "convention with `proda map`. Tap the map for a profile; use the box-select tool to total a box.",
-            styles={"font-size": "0.85em", "color": "#57606a"},
+            styles={"font-size": "0.85em", "color": MUTED},
         )
         # busy_indicator=None: the sidebar's spinner follows the solve itself; the template's header
         # spinner follows every server callback and switched off 150-450 ms after the new map had

@@ -29,6 +29,7 @@ from dashboard.store import (
     observed_sites,
     png_bytes,
 )
+from dashboard.style import MUTED
 from dashboard.tweaks import StepSlider
 from proda_engine import api
 
@@ -72,11 +73,11 @@ def realised_html(mech: str, result) -> str:
         text = f"{sym} {100 * got:+.1f} % → SOC {soc:+.1f} %" + (" (all changes)" if moved > 1 else "")
         if abs(got - asked) > api.BULK_TOLERANCE or got != got:
             text += f" · limit reached, asked {100 * asked:+.0f} %"
-        style = "color:#1f2328"
+        style = "color:var(--panel-on-background-color, #1f2328)"
     elif got == got and abs(got) >= 5e-4:
-        text, style = f"{sym} {100 * got:+.1f} % as a side effect", "color:#6e7781"
+        text, style = f"{sym} {100 * got:+.1f} % as a side effect", f"color:{MUTED}"
     else:
-        text, style = f"{sym} unchanged", "color:#6e7781"
+        text, style = f"{sym} unchanged", f"color:{MUTED}"
     return f'<div class="proda-realised" style="font-size:0.8em;{style}">{escape(text)}</div>'
 
 
@@ -199,7 +200,7 @@ class Controls(pn.viewable.Viewer):
             pn.Row(pn.pane.Markdown("### What if", margin=(0, 10)), self.busy),
             pn.pane.Markdown("Each slider sets the relative change of its bulk process in the selected region "
                              "(spec §(j)); the line under it shows what the engine realised.",
-                             margin=(0, 10), styles={"font-size": "0.8em", "color": "#57606a"}),
+                             margin=(0, 10), styles={"font-size": "0.8em", "color": MUTED}),
             # slider and its realised-change line in one column (a sidebar item is a document root; the
             # line inside it can be settled with the cards when the page is built)
             *(pn.Column(self.sliders[m], self.realised[m], sizing_mode="stretch_width", margin=0)

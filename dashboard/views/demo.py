@@ -20,16 +20,18 @@ from panel.reactive import ReactiveHTML
 
 from dashboard.state import MECHANISMS, DashboardState
 from dashboard.store import ResultStore
+from dashboard.style import MUTED, TEXT
 from dashboard.views.geomap import GeoMapView
 from dashboard.views.totals import plus_minus
 
-DEMO_CSS = """
-.proda-demo-caption { font-size: 1.9em; font-weight: 600; color: #1f2328; }
-.proda-demo-text { font-size: 1.15em; color: #444c56; }
-.proda-demo-number { font-size: 2.6em; font-weight: 700; color: #2f6f4f; line-height: 1.1; }
-.proda-demo-number.down { color: #cf222e; }
-.proda-demo-label { font-size: 1.0em; color: #57606a; text-transform: uppercase; letter-spacing: 0.04em; }
-.proda-demo-note { font-size: 0.85em; color: #57606a; }
+DEMO_CSS = f"""
+.proda-demo-caption {{ font-size: 1.9em; font-weight: 600; color: var(--panel-on-background-color, #1f2328); }}
+.proda-demo-text {{ font-size: 1.15em; color: {TEXT}; }}
+.proda-demo-number {{ font-size: 2.6em; font-weight: 700; line-height: 1.1;
+                      color: var(--success-text-color, #2f6f4f); }}
+.proda-demo-number.down {{ color: var(--danger-text-color, #cf222e); }}
+.proda-demo-label {{ font-size: 1.0em; color: {MUTED}; text-transform: uppercase; letter-spacing: 0.04em; }}
+.proda-demo-note {{ font-size: 0.85em; color: {MUTED}; }}
 """
 if DEMO_CSS not in pn.config.raw_css:  # the app's own CSS is global too (pn.extension(raw_css=...))
     pn.config.raw_css.append(DEMO_CSS)

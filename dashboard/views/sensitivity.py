@@ -32,9 +32,15 @@ def sensitivity_title(sensitivity: dict | None, note: str, region: str, depth: s
         return "+1 % effects: computing (first time per source: 61 solves per member)"
     if not sensitivity:
         return "+1 % effects need unit-interval parameters (not a preset)" if note else "+1 % effects: none"
-    n = next(iter(sensitivity.values())).get("n_members", 1)
-    spread = f" ± s.d., {n} members" if n > 1 else ", one parameter set"
-    return f"+1 % of each bulk process — {region}, {depth}{spread}"
+    # short enough for a half-width plot (Bokeh titles do not wrap): what and where; the axis says the rest
+    return f"+1 % effects · {region}, {depth}"
+
+
+def sensitivity_axis(sensitivity: dict | None) -> str:
+    """The value axis: the quantity, its unit and, for an ensemble, what the error bars are."""
+    label = "SOC change for +1 % of the bulk process (Pg C)"
+    n = next(iter(sensitivity.values())).get("n_members", 1) if sensitivity else 1
+    return f"{label}, ± s.d. of {n} members" if n > 1 else label
 
 
 class SensitivityView(pn.viewable.Viewer):
@@ -66,8 +72,9 @@ class SensitivityView(pn.viewable.Viewer):
         bars = hv.Bars([r[:3] for r in rows], kdims=[kdim], vdims=[vdim, "sign"]).opts(
             invert_axes=True, framewise=True, responsive=True, min_height=300, title=title,
             color="sign", cmap={"gain": "#2c7fb8", "loss": "#d95f0e", "pending": "#bbbbbb"}, tools=["hover"],
-            show_grid=True, show_legend=False, xlabel="", ylabel="SOC change for +1 % of the bulk process (Pg C)",
+            show_grid=True, show_legend=False, xlabel="", ylabel=sensitivity_axis(sensitivity),
         )
         errors = hv.ErrorBars([(r[0], r[1], r[3]) for r in rows], kdims=[kdim], vdims=[vdim, "sd"]).opts(
             invert_axes=True, color="#1f2328", line_width=1.5)
-        return (bars * errors).opts(framewise=True, responsive=True, min_height=300, title=title)
+        return (bars * errors).opts(framewise=True, responsive=True, min_height=300, title=title,
+                                    fontsize={"title": "10pt"})

@@ -26,6 +26,13 @@ def _title(root) -> str:
     return plot.title.text
 
 
+def _axis_labels(root) -> list[str]:
+    """The axis labels of the Bokeh figure(s) under ``root``."""
+    from bokeh.models import Axis
+
+    return [str(a.axis_label) for a in root.select({"type": Axis})]
+
+
 def test_every_view_is_a_viewer_and_renders(app):
     for view in (app.controls, app.totals, app.profile, app.sensitivity, app.scatter, app.scenario):
         assert isinstance(view, pn.viewable.Viewer), type(view)
@@ -81,7 +88,10 @@ def test_sensitivity_and_scatter_redraw_from_the_store(app):
     fake = {m: {"plus1pct_pg": float(i) - 2.0, "plus1pct_sd_pg": 0.1, "n_members": 3}
             for i, m in enumerate(labels)}
     app.store.param.update(sensitivity=fake, sensitivity_note="")
-    assert "3 members" in _title(sens_root)
+    # the title says what and where (short: Bokeh titles do not wrap); the value axis says the error bars
+    assert _title(sens_root) == f"+1 % effects · {app.store.result.totals['region']}, {app.state.depth}"
+    assert any(label.endswith("(Pg C), ± s.d. of 3 members") for label in _axis_labels(sens_root)), \
+        _axis_labels(sens_root)
     app.store.param.update(sensitivity=None)
     assert _title(sens_root).startswith("+1 % effects: computing")
 
