@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 TITLE = "PRODA — global soil carbon"
 
 
-
 def _exception_handler(exc: BaseException) -> None:
     """Last line of defence for any callback: log and tell the user, keep the session alive."""
     log.warning("dashboard callback failed: %s", exc, exc_info=exc)

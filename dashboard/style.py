@@ -4,13 +4,16 @@ stylesheet defines in every component's shadow root, with the light theme's valu
 
 from __future__ import annotations
 
+#: The theme's text colour (white on the dark theme)
+ON_BACKGROUND = "var(--panel-on-background-color, #1f2328)"
+
 #: Body text a little softer than headings: the theme's text colour at 85 % (Panel's theme variables
 #: reach inside every component's shadow root, so this reads on the light and on the dark theme)
-TEXT = "color-mix(in srgb, var(--panel-on-background-color, #1f2328) 85%, transparent)"
+TEXT = f"color-mix(in srgb, {ON_BACKGROUND} 85%, transparent)"
 
 #: Secondary text (labels, notes, provenance): the theme's text colour at 72 % (WCAG contrast >= 4.5:1 on
 #: both themes: 5.8 on the light cards, 7.7 on the dark ones)
-MUTED = "color-mix(in srgb, var(--panel-on-background-color, #1f2328) 72%, transparent)"
+MUTED = f"color-mix(in srgb, {ON_BACKGROUND} 72%, transparent)"
 
 CSS = f"""
 .proda-card {{ border-radius: 8px; padding: 8px 12px; background: var(--panel-surface-color, #f6f8fa);
@@ -25,4 +28,4 @@ CSS = f"""
 """
 
 #: Bokeh's tab strip keeps a near-black label on the active tab whatever the theme: use the theme's text colour
-TABS_CSS = ".bk-tab.bk-active { color: var(--panel-on-background-color, #1f2328); }"
+TABS_CSS = f".bk-tab.bk-active {{ color: {ON_BACKGROUND}; }}"

@@ -29,7 +29,7 @@ from dashboard.store import (
     observed_sites,
     png_bytes,
 )
-from dashboard.style import MUTED
+from dashboard.style import MUTED, ON_BACKGROUND
 from dashboard.tweaks import StepSlider
 from proda_engine import api
 
@@ -73,7 +73,7 @@ def realised_html(mech: str, result) -> str:
         text = f"{sym} {100 * got:+.1f} % → SOC {soc:+.1f} %" + (" (all changes)" if moved > 1 else "")
         if abs(got - asked) > api.BULK_TOLERANCE or got != got:
             text += f" · limit reached, asked {100 * asked:+.0f} %"
-        style = "color:var(--panel-on-background-color, #1f2328)"
+        style = f"color:{ON_BACKGROUND}"
     elif got == got and abs(got) >= 5e-4:
         text, style = f"{sym} {100 * got:+.1f} % as a side effect", f"color:{MUTED}"
     else:

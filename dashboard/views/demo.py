@@ -20,12 +20,12 @@ from panel.reactive import ReactiveHTML
 
 from dashboard.state import MECHANISMS, DashboardState
 from dashboard.store import ResultStore
-from dashboard.style import MUTED, TEXT
+from dashboard.style import MUTED, ON_BACKGROUND, TEXT
 from dashboard.views.geomap import GeoMapView
 from dashboard.views.totals import plus_minus
 
 DEMO_CSS = f"""
-.proda-demo-caption {{ font-size: 1.9em; font-weight: 600; color: var(--panel-on-background-color, #1f2328); }}
+.proda-demo-caption {{ font-size: 1.9em; font-weight: 600; color: {ON_BACKGROUND}; }}
 .proda-demo-text {{ font-size: 1.15em; color: {TEXT}; }}
 .proda-demo-number {{ font-size: 2.6em; font-weight: 700; line-height: 1.1;
                       color: var(--success-text-color, #2f6f4f); }}
