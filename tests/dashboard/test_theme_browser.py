@@ -62,7 +62,9 @@ def test_contrast_ratio_matches_the_wcag_examples():
 _READ = """() => {
   const deep = (root, sel) => {  // querySelector through open shadow roots
     const hit = root.querySelector(sel); if (hit) return hit;
-    for (const el of root.querySelectorAll('*')) if (el.shadowRoot) { const h = deep(el.shadowRoot, sel); if (h) return h; }
+    for (const el of root.querySelectorAll('*')) {
+      if (el.shadowRoot) { const h = deep(el.shadowRoot, sel); if (h) return h; }
+    }
     return null;
   };
   const bg = el => {  // the first opaque background at or above el (crossing shadow hosts)
