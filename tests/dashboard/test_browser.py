@@ -100,8 +100,8 @@ def test_tap_shows_profile(page: Page, served, wait, artifacts):
     url, apps = served
     app = open_app(page, url, apps, wait)
     assert app.store.profile is None
-    canvas = page.locator(".proda-map .bk-Canvas").first
-    box = canvas.bounding_box()
+    wait(lambda: app.store.result is not None, page, what="the first result")
+    box = settled_box(page, ".proda-map .bk-Canvas")  # a click on a layout still shifting can miss the map
     page.mouse.click(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5)
     wait(lambda: app.store.profile is not None, page, what="profile after tap")
     prof = app.store.profile

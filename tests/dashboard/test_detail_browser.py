@@ -9,7 +9,7 @@ from playwright.sync_api import Page, expect
 
 from dashboard.views.detail import view_cells
 
-from .helpers import open_app
+from .helpers import open_app, settled_box
 
 pytestmark = pytest.mark.ui
 
@@ -19,7 +19,7 @@ MAX_CELLS = 2_500
 
 def _wheel(page: Page, app, done, delta: float, what: str) -> None:
     """Wheel-zoom the map (its active tool) over the middle of the world, one notch at a time, until ``done()``."""
-    box = page.locator(".proda-map .bk-Canvas").first.bounding_box()
+    box = settled_box(page, ".proda-map .bk-Canvas")
     page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5)
     for _ in range(25):
         if done():

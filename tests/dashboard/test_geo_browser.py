@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from .conftest import ENSEMBLE_SOURCE
-from .helpers import open_app
+from .helpers import open_app, settled_box
 
 pytestmark = pytest.mark.ui
 
@@ -44,7 +44,7 @@ def test_tap_gives_value_pm_sd_and_nearby_sites(page: Page, served, wait, artifa
     app = open_app(page, url + f"?projection=equal_earth&source={ENSEMBLE_SOURCE}", apps, wait)
     page.get_by_text("Point query").first.click()
     wait(lambda: app.point.active, page, what="point tab active")
-    box = page.locator(".proda-geomap .bk-Canvas").first.bounding_box()
+    box = settled_box(page, ".proda-geomap .bk-Canvas")  # the tab's content just appeared: let it settle
     page.mouse.click(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5)
     wait(lambda: app.point.query is not None, page, timeout=30, what="point query")
     q = app.point.query
