@@ -36,9 +36,13 @@ def sensitivity_title(sensitivity: dict | None, note: str, region: str, depth: s
     return f"+1 % effects · {region}, {depth}"
 
 
+#: The plotted quantity (hover and value axis)
+EFFECT = hv.Dimension("effect", label="SOC change for +1 % of the bulk process", unit="Pg C")
+
+
 def sensitivity_axis(sensitivity: dict | None) -> str:
     """The value axis: the quantity, its unit and, for an ensemble, what the error bars are."""
-    label = "SOC change for +1 % of the bulk process (Pg C)"
+    label = EFFECT.pprint_label
     n = next(iter(sensitivity.values())).get("n_members", 1) if sensitivity else 1
     return f"{label}, ± s.d. of {n} members" if n > 1 else label
 
@@ -64,7 +68,7 @@ class SensitivityView(pn.viewable.Viewer):
 
     def _plot(self, sensitivity, sensitivity_note="") -> hv.Overlay:
         kdim = hv.Dimension("mechanism")
-        vdim = hv.Dimension("effect", label="SOC change for +1 % of the bulk process", unit="Pg C")
+        vdim = EFFECT
         rows = sensitivity_rows(sensitivity, self.labels)
         result = self.store.result
         region = result.totals["region"] if result is not None else ""

@@ -22,10 +22,16 @@ def activate_tool(page: Page, scope: str, tool: str, tries: int = 3) -> None:
     this does, up to ``tries`` times, and fails naming the tool otherwise.
     """
     icon = page.locator(f"{scope} .bk-tool-icon-{tool}").first
+
+    def active() -> bool:
+        return "bk-active" in icon.evaluate("e => e.getRootNode().host.className")
+
     for _ in range(tries):
+        if active():  # checked before each click: a late first click must not be toggled off again
+            return
         icon.click()
         for _ in range(20):
-            if "bk-active" in icon.evaluate("e => e.getRootNode().host.className"):
+            if active():
                 return
             page.wait_for_timeout(100)
     raise AssertionError(f"the {tool} tool in {scope} did not become active after {tries} clicks")
