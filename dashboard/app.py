@@ -31,7 +31,7 @@ from dashboard.safe import escape, ignored_notice, url_query
 from dashboard.state import BOX_PREFIX, URL_PARAMS, DashboardState, box_label
 from dashboard.store import ResultStore
 from dashboard.style import CSS, MUTED, TABS_CSS
-from dashboard.tweaks import DashboardTemplate, drop_location_sync, skip_mathjax_for_html_panes
+from dashboard.tweaks import DashboardTemplate, drop_location_sync, session_document, skip_mathjax_for_html_panes
 from dashboard.views.compare import CompareView
 from dashboard.views.controls import Controls
 from dashboard.views.demo import STEPS as DEMO_STEPS
@@ -136,7 +136,8 @@ class DashboardApp(param.Parameterized):
         super().__init__(**params)
         self.world = world
         self._url_theme: str | None = None  # a checked ``?theme=`` (see _apply_url)
-        served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+        doc = session_document()  # this session's document, never another thread's
+        served = doc is not None
         self.state = DashboardState(world=world)
         self.geo, self.geomap = GeoState(store_mod.world_extent(world)), None  # projection, compare, demo
         notice = ""
@@ -150,7 +151,7 @@ class DashboardApp(param.Parameterized):
         self.store = ResultStore(self.state, world=world, background=served)
         if served:  # a closed tab frees its queued engine work (Bokeh destroys the session after it is unused)
             store = self.store
-            pn.state.curdoc.on_session_destroyed(lambda session_context: store.close())
+            doc.on_session_destroyed(lambda session_context: store.close())
         self.controls = Controls(self.state, self.store)
         self.detail = DetailView(self.store)  # 0.05° detail over the view, shared by both maps
         self.map = MapView(self.store, detail=self.detail)
@@ -178,7 +179,7 @@ class DashboardApp(param.Parameterized):
         one ``param.update``, and ``region``/``variable`` accept any value (``check_on_set=False``), so an
         unknown region went straight into the store and, through the error message, into the page as HTML.
         """
-        request = pn.state.curdoc.session_context.request
+        request = session_document().session_context.request
         parts = urllib.parse.urlsplit(getattr(request, "uri", None) or "")
         raw = url_query(parts.query)
         values, ignored = self.state.validate_query(raw)
@@ -283,8 +284,7 @@ class DashboardApp(param.Parameterized):
         (e.g. the link's notice) waits for the page to load, or the browser never sees it."""
         if pn.state.notifications is None:
             return
-        doc = pn.state.curdoc
-        if doc is not None and doc.session_context is not None and not pn.state.loaded:
+        if session_document() is not None and not pn.state.loaded:
             pn.state.onload(lambda: pn.state.notifications.error(text, duration=8000))
         else:
             pn.state.notifications.error(text, duration=6000)

@@ -25,12 +25,14 @@ are long-lived (a warm team each) and set their own kernel thread count (:class:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import heapq
 import itertools
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -99,6 +101,7 @@ class Runner:
         self._closed: set[Hashable] = set()
         self._seq = itertools.count()
         self._threads: list[threading.Thread] = []
+        self._stopping = False  # set by shutdown(): no new work, workers leave after their job
         self.stats = {"submitted": 0, "ran": 0, "cache_hits": 0, "joined": 0, "superseded": 0, "cancelled": 0,
                       "failed": 0}
 
@@ -120,7 +123,7 @@ class Runner:
         with self._lock:
             self._ensure_started()
             self.stats["submitted"] += 1
-            if session in self._closed:
+            if session in self._closed or self._stopping:
                 fut.cancel()
                 return fut
             self._release_slot(slot, Superseded(f"a newer {kind} request replaced this one"))
@@ -177,6 +180,34 @@ class Runner:
             self.stats["cancelled"] += len(slots)
             return len(slots)
 
+    def shutdown(self, timeout: float = 10.0) -> int:
+        """Stop the workers: queued jobs are dropped (their waiters cancelled), each running job finishes,
+        and every worker thread ends; returns how many were still running after ``timeout`` seconds.
+
+        Registered at exit for :data:`RUNNER`: the workers are daemon threads, each with its own OpenMP team
+        (the compiled kernels); left to die with the interpreter they aborted it now and then ("terminate
+        called without an active exception", exit status 134, after every test had passed). A running job
+        is not interrupted: exit waits for it up to ``timeout`` (a first sensitivity can take longer; its
+        thread then dies with the interpreter as before).
+        """
+        with self._lock:
+            self._stopping = True
+            for queue in self._queues.values():
+                for job in queue:
+                    for fut in job.waiters.values():
+                        fut.cancel()
+                    job.waiters.clear()
+                    if job.key is not None and not job.started:
+                        self._inflight.pop(job.key, None)
+                queue.clear()
+            self._slots = {slot: job for slot, job in self._slots.items() if job.started}
+            self._lock.notify_all()
+            threads = list(self._threads)
+        deadline = time.monotonic() + timeout
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return sum(t.is_alive() for t in threads)
+
     def is_closed(self, session: Hashable) -> bool:
         with self._lock:
             return session in self._closed
@@ -227,10 +258,13 @@ class Runner:
                 t.start()
                 self._threads.append(t)
 
-    def _next(self, lane: str) -> _Job:
+    def _next(self, lane: str) -> _Job | None:
+        """The lane's next wanted job (blocking), or None once the runner is shutting down."""
         queue = self._queues[lane]
         while True:
             while not queue:
+                if self._stopping:
+                    return None
                 self._lock.wait()
             job = heapq.heappop(queue)
             if job.waiters:
@@ -251,6 +285,8 @@ class Runner:
         while True:
             with self._lock:
                 job = self._next(lane.name)
+            if job is None:  # shutdown(): the thread ends (and its OpenMP team with it)
+                return
             try:
                 out, exc = job.fn(*job.args), None
             except BaseException as e:  # delivered to this job's waiters only, the worker keeps serving
@@ -298,6 +334,7 @@ LANES = (Lane("engine", engine_threads(), kernel_threads=1), Lane("members", 1, 
 
 #: The process's one runner (all sessions of the server share it).
 RUNNER = Runner(LANES)
+atexit.register(RUNNER.shutdown)
 
 
 async def follow_latest(store, kind: str, generation: Callable[[], int], request: Callable[[], Hashable],

@@ -9,7 +9,9 @@ shape, so an upgrade breaks a test instead of silently slowing (or breaking) the
   live panes settled before the page is sent);
 * :func:`drop_location_sync` -- ``Location._update_synced`` (the browser's raw query is not re-parsed);
 * :func:`skip_mathjax_for_html_panes` -- ``panel.io.resources._panel_use_mathjax`` (no 1.8 MB MathJax
-  bundle because the page has Markdown/HTML panes).
+  bundle because the page has Markdown/HTML panes);
+* :func:`session_document` -- ``panel.io.state._state._curdoc`` (the session document of this thread's
+  context only, never another thread's).
 """
 
 from __future__ import annotations
@@ -109,3 +111,17 @@ def skip_mathjax_for_html_panes() -> bool:
 def _no_panel_mathjax(roots) -> bool:
     """Panel's "an HTML model may need MathJax" check, answered no (see :func:`skip_mathjax_for_html_panes`)."""
     return False
+
+
+def session_document():
+    """The Bokeh document of the Panel session being built or served in this context, or ``None``.
+
+    ``pn.state.curdoc`` first reads Panel's context-local document and then falls back to Bokeh's
+    ``curdoc()``, whose stack of patched documents is process-wide: on a thread with no session it can
+    return the session another thread is building (tests/dashboard/test_sessions.py reproduces it: an app
+    built beside a server took itself for served and solved in the background). Panel sets the
+    context-local document for every session it builds, function and script apps alike, and for its
+    callbacks, so that one alone answers "am I served?".
+    """
+    doc = pn.state._curdoc.get()
+    return doc if doc is not None and doc.session_context is not None else None

@@ -264,3 +264,39 @@ def test_latest_follower_runs_one_loop_at_a_time(monkeypatch):
     t.start()
     t.join(TIMEOUT)
     assert not t.is_alive() and not errors, errors
+
+
+def test_shutdown_drops_queued_work_lets_the_running_job_finish_and_ends_every_worker():
+    r = _runner()
+    gate = Gate()
+    running = r.submit("s1", "what-if", gate, "running", key=("k", 1))
+    assert gate.started.wait(TIMEOUT)
+    queued = r.submit("s2", "what-if", gate, "queued", key=("k", 2))
+    threads = list(r._threads)
+    assert len(threads) == 2 and all(t.is_alive() for t in threads)
+    left = concurrent.futures.ThreadPoolExecutor(1).submit(r.shutdown, TIMEOUT)
+    gate.release.set()
+    assert left.result(TIMEOUT) == 0  # every worker ended
+    assert not any(t.is_alive() for t in threads)
+    assert running.result(TIMEOUT) == "running"  # not interrupted; its result is kept for the cache
+    assert queued.cancelled() and gate.calls == ["running"]  # the queued job was never solved
+    assert r.cached(("k", 1)) and r.pending() == 0
+    assert r.submit("s3", "what-if", gate, "late").cancelled()  # nothing new after shutdown
+
+
+def test_the_served_runner_ends_its_workers_at_exit():
+    """In a fresh interpreter: an exit handler registered before the runner is imported runs after the
+    runner's own (handlers run last-in first-out) and counts the runner's live worker threads."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, threading\n"
+        "atexit.register(lambda: print('alive', sum(t.name.startswith('proda-') and t.is_alive()"
+        " for t in threading.enumerate())))\n"
+        "from dashboard.runner import RUNNER\n"
+        "print('result', RUNNER.submit('s', 'what-if', sum, range(1000)).result(60))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["result", str(sum(range(1000))), "alive", "0"], out.stdout

@@ -171,3 +171,39 @@ def test_an_engine_failure_is_a_message_in_its_own_session_only(served_clients, 
     finally:
         for c in clients:
             c.close()
+
+
+def test_an_app_built_beside_a_session_being_built_stays_inline(world, wait):
+    """An app built outside any session (a notebook beside a running server; these unit tests beside the
+    browser tests' threaded servers) solves inline, even while a server thread is building a session:
+    Panel's ``state.curdoc`` falls back to Bokeh's process-wide stack of patched documents, so it can return
+    the other thread's session document."""
+    from dashboard.app import build_app
+
+    building, release, apps = threading.Event(), threading.Event(), []
+
+    def factory():
+        building.set()
+        release.wait(60)  # hold the server thread inside the session's build
+        app = build_app(world)
+        apps.append(app)
+        return app.template
+
+    server, url = serve_threaded(factory)
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        opening = pool.submit(_Client, url)
+        assert building.wait(60), "the server never started building the session"
+        app = build_app(world)  # this thread, while the server's thread is in the middle of its build
+        assert not app.store.background
+        app.state.A = 5  # inline: the result is there when the assignment returns
+        assert app.store.result.perturbation["A"] == pytest.approx(0.05)
+        release.set()
+        client = opening.result(120)
+        wait(lambda: apps and apps[0].store.background, what="the served session's app")  # it is served
+        client.close()
+    finally:
+        release.set()
+        pool.shutdown(wait=False)
+        server.stop()
+        server.join(10)

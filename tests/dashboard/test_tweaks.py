@@ -77,3 +77,39 @@ def test_mathjax_hook_is_found_and_html_panes_no_longer_load_mathjax():
     forced = resources.bundle_resources(doc.roots, Resources(mode="server"), enable_mathjax=True).js_files
     forced = [str(f) for f in forced]
     assert any("mathjax" in f for f in forced)
+
+
+def test_session_document_reads_panels_context_local_document_only():
+    import threading
+
+    from bokeh.document import Document
+    from bokeh.io.doc import patch_curdoc
+    from panel.io.state import set_curdoc
+
+    from dashboard.tweaks import session_document
+
+    assert session_document() is None  # no session here
+    doc = Document()  # a document outside any server session is not a session either
+    with set_curdoc(doc):
+        assert pn.state._curdoc.get() is doc and session_document() is None
+    # Bokeh's patched stack is process-wide: what another thread patches shows in pn.state.curdoc's
+    # fallback here (the reason for the tweak), never in session_document()
+    seen, inside, done = {}, threading.Event(), threading.Event()
+
+    def other_thread():
+        with patch_curdoc(doc):
+            inside.set()
+            done.wait(10)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    try:
+        assert inside.wait(10)
+        from bokeh.io import curdoc
+
+        seen["bokeh"] = curdoc()
+        seen["ours"] = session_document()
+    finally:
+        done.set()
+        t.join(10)
+    assert seen["bokeh"] is doc and seen["ours"] is None
